@@ -1,0 +1,32 @@
+//! The SmolVM wire protocol, shared by the host (SDK and supervisor) and the guest agent.
+//!
+//! Every message travels in a [`Frame`]: a length-prefixed header carrying a request id and a
+//! [`FrameKind`], then a payload. Control messages ([`Request`], [`Response`]) are JSON; data
+//! (stdout, stderr, stdin, echo) is carried as raw bytes so that binary output costs nothing to
+//! encode. Request ids let many requests share one byte stream: every frame that belongs to a
+//! request (its output chunks, its stdin, a signal, its final response) carries that request's id.
+//!
+//! The same framing is used on both hops: client ↔ supervisor (Unix socket) and
+//! supervisor ↔ agent (virtio-serial port).
+
+mod envfile;
+mod error;
+mod frame;
+mod message;
+
+pub use envfile::{
+    parse_env_file, render_env_file, validate_env_key, validate_env_value, EnvValidationError,
+    ENV_FILE_HEADER, ENV_FILE_PATH,
+};
+pub use error::ProtocolError;
+pub use frame::{read_frame, write_frame, Frame, FrameKind, HEADER_LEN, MAX_PAYLOAD};
+pub use message::{
+    AgentInfo, ErrorKind, ExecRequest, ExitStatus, Request, Response, Shell, SupervisorStatus,
+};
+
+/// Version of this protocol. Peers exchange it in the `Hello` handshake and refuse to talk to a
+/// peer with a different major version.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Name of the virtio-serial port the agent serves on (`virtserialport,name=...`).
+pub const AGENT_PORT_NAME: &str = "org.smolvm.agent.0";

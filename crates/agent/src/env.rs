@@ -52,8 +52,10 @@ pub fn unset(shared: &Shared, keys: Vec<String>) -> Response {
     let _guard = shared.env_lock.lock().unwrap_or_else(|e| e.into_inner());
     let result = (|| {
         let mut current = load()?;
-        let removed: BTreeMap<String, String> =
-            keys.iter().filter_map(|k| current.remove_entry(k)).collect();
+        let removed: BTreeMap<String, String> = keys
+            .iter()
+            .filter_map(|k| current.remove_entry(k))
+            .collect();
         if !removed.is_empty() {
             store(&current)?;
         }
@@ -71,7 +73,9 @@ fn io_error(e: io::Error) -> Response {
 
 fn load() -> io::Result<BTreeMap<String, String>> {
     match fs::read_to_string(ENV_FILE_PATH) {
-        Ok(text) => parse_env_file(&text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
+        Ok(text) => {
+            parse_env_file(&text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(BTreeMap::new()),
         Err(e) => Err(e),
     }
@@ -83,7 +87,12 @@ fn store(vars: &BTreeMap<String, String>) -> io::Result<()> {
     fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(".smolvm_env.sh.{}.tmp", std::process::id()));
     let written = (|| {
-        let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o644).open(&tmp)?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o644)
+            .open(&tmp)?;
         file.write_all(render_env_file(vars).as_bytes())?;
         // The mode given to open() is filtered by the umask; the file must be exactly 0644.
         file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;

@@ -22,7 +22,10 @@ const DRAIN_GRACE: Duration = Duration::from_millis(100);
 
 /// The environment every command starts from, before the request's own variables.
 const BASE_ENV: &[(&str, &str)] = &[
-    ("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+    (
+        "PATH",
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    ),
     ("HOME", "/root"),
     ("USER", "root"),
     ("LOGNAME", "root"),
@@ -36,7 +39,11 @@ pub fn run(shared: &Shared, id: u64, request: ExecRequest) {
         Ok(status) => Response::Exited(status),
         Err((kind, message)) => Response::error(kind, message),
     };
-    shared.execs.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+    shared
+        .execs
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&id);
     shared.respond(id, &response);
 }
 
@@ -55,13 +62,20 @@ fn build_command(request: &ExecRequest) -> Result<Command, ExecError> {
     let cwd = request.cwd.as_deref().unwrap_or("/root");
     if !std::path::Path::new(cwd).is_dir() {
         if request.cwd.is_some() {
-            return Err((ErrorKind::NotFound, format!("working directory {cwd} does not exist in the guest")));
+            return Err((
+                ErrorKind::NotFound,
+                format!("working directory {cwd} does not exist in the guest"),
+            ));
         }
         command.current_dir("/");
     } else {
         command.current_dir(cwd);
     }
-    command.stdin(if request.stdin { Stdio::piped() } else { Stdio::null() });
+    command.stdin(if request.stdin {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
     command.stdout(Stdio::piped()).stderr(Stdio::piped());
     // SAFETY: setsid is async-signal-safe; it makes the shell the leader of a new process group
     // so that a timeout or signal reaches everything the command started.
@@ -71,7 +85,11 @@ fn build_command(request: &ExecRequest) -> Result<Command, ExecError> {
     Ok(command)
 }
 
-fn spawn_and_stream(shared: &Shared, id: u64, request: &ExecRequest) -> Result<ExitStatus, ExecError> {
+fn spawn_and_stream(
+    shared: &Shared,
+    id: u64,
+    request: &ExecRequest,
+) -> Result<ExitStatus, ExecError> {
     let mut command = build_command(request)?;
     let started = Instant::now();
     let (mut child, exit_fd) = {
@@ -85,7 +103,10 @@ fn spawn_and_stream(shared: &Shared, id: u64, request: &ExecRequest) -> Result<E
         (child, exit_fd)
     };
     let pid = child.id() as libc::pid_t;
-    let stdin = child.stdin.take().map(|pipe| start_stdin_writer(File::from(OwnedFd::from(pipe))));
+    let stdin = child
+        .stdin
+        .take()
+        .map(|pipe| start_stdin_writer(File::from(OwnedFd::from(pipe))));
     shared
         .execs
         .lock()
@@ -93,19 +114,31 @@ fn spawn_and_stream(shared: &Shared, id: u64, request: &ExecRequest) -> Result<E
         .insert(id, ExecControl { pgid: pid, stdin });
     let stdout = File::from(OwnedFd::from(child.stdout.take().expect("piped stdout")));
     let stderr = File::from(OwnedFd::from(child.stderr.take().expect("piped stderr")));
-    let deadline = request.timeout_ms.map(|ms| started + Duration::from_millis(ms));
+    let deadline = request
+        .timeout_ms
+        .map(|ms| started + Duration::from_millis(ms));
     let mut pump = Pump::new(stdout, stderr, exit_fd)?;
     let mut timed_out = false;
     let mut status = None;
     let mut drain_until = None;
     loop {
         let now = Instant::now();
-        let wake_at = if status.is_some() { drain_until } else if timed_out { None } else { deadline };
+        let wake_at = if status.is_some() {
+            drain_until
+        } else if timed_out {
+            None
+        } else {
+            deadline
+        };
         if status.is_some() && !pump.has_output_open() {
             break;
         }
-        let timeout_ms = wake_at.map_or(-1, |t: Instant| t.saturating_duration_since(now).as_millis() as i32);
-        let events = pump.poll(timeout_ms).map_err(|e| (ErrorKind::Io, format!("poll: {e}")))?;
+        let timeout_ms = wake_at.map_or(-1, |t: Instant| {
+            t.saturating_duration_since(now).as_millis() as i32
+        });
+        let events = pump
+            .poll(timeout_ms)
+            .map_err(|e| (ErrorKind::Io, format!("poll: {e}")))?;
         if events.timed_out {
             if status.is_some() {
                 break;
@@ -129,7 +162,12 @@ fn spawn_and_stream(shared: &Shared, id: u64, request: &ExecRequest) -> Result<E
     } else {
         (Some(libc::WEXITSTATUS(raw)), None)
     };
-    Ok(ExitStatus { code, signal, timed_out, guest_micros })
+    Ok(ExitStatus {
+        code,
+        signal,
+        timed_out,
+        guest_micros,
+    })
 }
 
 /// What a poll round found.
@@ -151,7 +189,10 @@ impl Pump {
             sys::set_nonblocking(fd).map_err(|e| (ErrorKind::Io, format!("fcntl: {e}")))?;
         }
         Ok(Self {
-            outputs: [(Some(stdout), FrameKind::Stdout), (Some(stderr), FrameKind::Stderr)],
+            outputs: [
+                (Some(stdout), FrameKind::Stdout),
+                (Some(stderr), FrameKind::Stderr),
+            ],
             exit_fd: Some(exit_fd),
             buf: vec![0; CHUNK],
         })
@@ -164,14 +205,23 @@ impl Pump {
     fn poll(&mut self, timeout_ms: i32) -> io::Result<PollEvents> {
         let mut fds = Vec::with_capacity(3);
         for file in self.outputs.iter().filter_map(|(f, _)| f.as_ref()) {
-            fds.push(libc::pollfd { fd: file.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+            fds.push(libc::pollfd {
+                fd: file.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
         }
         if let Some(exit) = &self.exit_fd {
-            fds.push(libc::pollfd { fd: exit.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+            fds.push(libc::pollfd {
+                fd: exit.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
         }
         let ret = loop {
             // SAFETY: `fds` is a valid array of pollfd of the given length.
-            let ret = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+            let ret =
+                unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
             if ret >= 0 {
                 break ret;
             }
@@ -181,13 +231,18 @@ impl Pump {
             }
         };
         let exited = match &self.exit_fd {
-            Some(exit) => fds.iter().any(|p| p.fd == exit.as_raw_fd() && p.revents != 0),
+            Some(exit) => fds
+                .iter()
+                .any(|p| p.fd == exit.as_raw_fd() && p.revents != 0),
             None => false,
         };
         if exited {
             self.exit_fd = None;
         }
-        Ok(PollEvents { timed_out: ret == 0, exited })
+        Ok(PollEvents {
+            timed_out: ret == 0,
+            exited,
+        })
     }
 
     /// Reads whatever is available on each open output and sends it; closes outputs at EOF.
@@ -243,7 +298,12 @@ pub fn feed_stdin(shared: &Shared, id: u64, data: Vec<u8>) {
 
 /// Delivers `signal` to the process group of request `id`'s command.
 pub fn signal(shared: &Shared, id: u64, signal: i32) {
-    let pgid = shared.execs.lock().unwrap_or_else(|e| e.into_inner()).get(&id).map(|c| c.pgid);
+    let pgid = shared
+        .execs
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&id)
+        .map(|c| c.pgid);
     if let Some(pgid) = pgid {
         let _ = sys::kill_group(pgid, signal);
     }

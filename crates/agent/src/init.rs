@@ -11,10 +11,34 @@ pub fn prepare_guest() {
         ("proc", "/proc", "proc", nodev, ""),
         ("sysfs", "/sys", "sysfs", nodev, ""),
         ("devtmpfs", "/dev", "devtmpfs", libc::MS_NOSUID, "mode=0755"),
-        ("devpts", "/dev/pts", "devpts", libc::MS_NOSUID | libc::MS_NOEXEC, "gid=5,mode=0620,ptmxmode=0666"),
-        ("tmpfs", "/dev/shm", "tmpfs", libc::MS_NOSUID | libc::MS_NODEV, "mode=1777"),
-        ("tmpfs", "/tmp", "tmpfs", libc::MS_NOSUID | libc::MS_NODEV, "mode=1777"),
-        ("tmpfs", "/run", "tmpfs", libc::MS_NOSUID | libc::MS_NODEV, "mode=0755"),
+        (
+            "devpts",
+            "/dev/pts",
+            "devpts",
+            libc::MS_NOSUID | libc::MS_NOEXEC,
+            "gid=5,mode=0620,ptmxmode=0666",
+        ),
+        (
+            "tmpfs",
+            "/dev/shm",
+            "tmpfs",
+            libc::MS_NOSUID | libc::MS_NODEV,
+            "mode=1777",
+        ),
+        (
+            "tmpfs",
+            "/tmp",
+            "tmpfs",
+            libc::MS_NOSUID | libc::MS_NODEV,
+            "mode=1777",
+        ),
+        (
+            "tmpfs",
+            "/run",
+            "tmpfs",
+            libc::MS_NOSUID | libc::MS_NODEV,
+            "mode=0755",
+        ),
     ];
     for (source, target, fstype, flags, data) in mounts {
         if let Err(e) = sys::mount(source, target, fstype, flags, data) {
@@ -48,5 +72,7 @@ pub fn cmdline_value(key: &str) -> Option<String> {
 
 /// Whether `key` (or `key=1`) is on the kernel command line.
 pub fn cmdline_flag(key: &str) -> bool {
-    cmdline().split_whitespace().any(|arg| arg == key || arg == format!("{key}=1"))
+    cmdline()
+        .split_whitespace()
+        .any(|arg| arg == key || arg == format!("{key}=1"))
 }

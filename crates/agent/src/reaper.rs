@@ -37,7 +37,13 @@ impl SpawnGuard<'_> {
     /// Registers `pid`; its exit makes the returned fd readable.
     pub fn claim(&mut self, pid: libc::pid_t) -> io::Result<OwnedFd> {
         let (read, write) = pipe()?;
-        self.claims.insert(pid, Claim { status: None, notify: File::from(write) });
+        self.claims.insert(
+            pid,
+            Claim {
+                status: None,
+                notify: File::from(write),
+            },
+        );
         Ok(read)
     }
 }
@@ -46,7 +52,9 @@ impl Reaper {
     /// Blocks SIGCHLD in the calling thread (so in every thread created after it) and starts
     /// the reaper thread that consumes it.
     pub fn start() -> Self {
-        let reaper = Reaper { claims: Arc::new(Mutex::new(HashMap::new())) };
+        let reaper = Reaper {
+            claims: Arc::new(Mutex::new(HashMap::new())),
+        };
         let set = sigchld_set();
         // SAFETY: `set` is an initialised sigset_t.
         unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
@@ -60,7 +68,9 @@ impl Reaper {
 
     /// Locks the registry for a spawn.
     pub fn lock_for_spawn(&self) -> SpawnGuard<'_> {
-        SpawnGuard { claims: self.claims.lock().unwrap_or_else(|e| e.into_inner()) }
+        SpawnGuard {
+            claims: self.claims.lock().unwrap_or_else(|e| e.into_inner()),
+        }
     }
 
     /// Takes the exit status of a claimed child once it has exited (`None` while running).
@@ -86,7 +96,12 @@ impl Reaper {
             let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
             // SAFETY: `info` is writable; WNOWAIT leaves the child waitable.
             let ret = unsafe {
-                libc::waitid(libc::P_ALL, 0, &mut info, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT)
+                libc::waitid(
+                    libc::P_ALL,
+                    0,
+                    &mut info,
+                    libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+                )
             };
             // SAFETY: waitid filled `info` (or left it zeroed, giving pid 0).
             let pid = unsafe { info.si_pid() };

@@ -49,7 +49,9 @@ impl Shared {
     }
 }
 
-const CAPABILITIES: &[&str] = &["exec", "env", "signal", "stdin", "echo", "shutdown", "clock"];
+const CAPABILITIES: &[&str] = &[
+    "exec", "env", "signal", "stdin", "echo", "shutdown", "clock",
+];
 
 /// Serves the host until the port fails for good or a shutdown is requested.
 pub fn serve(port: File, reaper: Reaper) {
@@ -85,7 +87,10 @@ pub fn serve(port: File, reaper: Reaper) {
                     shutdown();
                 }
                 Ok(request) => dispatch(&shared, frame.id, request),
-                Err(e) => shared.respond(frame.id, &Response::error(ErrorKind::InvalidRequest, e.to_string())),
+                Err(e) => shared.respond(
+                    frame.id,
+                    &Response::error(ErrorKind::InvalidRequest, e.to_string()),
+                ),
             },
             FrameKind::Echo => shared.send(&frame),
             FrameKind::Stdin => exec::feed_stdin(&shared, frame.id, frame.payload),
@@ -95,7 +100,10 @@ pub fn serve(port: File, reaper: Reaper) {
                 }
             }
             FrameKind::Response | FrameKind::Stdout | FrameKind::Stderr => {
-                eprintln!("smolvm-agent: ignoring unexpected {:?} frame from the host", frame.kind);
+                eprintln!(
+                    "smolvm-agent: ignoring unexpected {:?} frame from the host",
+                    frame.kind
+                );
             }
         }
     }
@@ -103,7 +111,10 @@ pub fn serve(port: File, reaper: Reaper) {
 
 fn dispatch(shared: &Arc<Shared>, id: u64, request: Request) {
     match request {
-        Request::Hello { protocol, host_time_ns } => {
+        Request::Hello {
+            protocol,
+            host_time_ns,
+        } => {
             if let Some(ns) = host_time_ns {
                 if let Err(e) = sys::set_clock(ns) {
                     eprintln!("smolvm-agent: cannot set the clock: {e}");
@@ -116,7 +127,8 @@ fn dispatch(shared: &Arc<Shared>, id: u64, request: Request) {
                 uptime_ms: sys::uptime_ms(),
             };
             if protocol != PROTOCOL_VERSION {
-                let message = format!("host speaks protocol {protocol}, agent speaks {PROTOCOL_VERSION}");
+                let message =
+                    format!("host speaks protocol {protocol}, agent speaks {PROTOCOL_VERSION}");
                 shared.respond(id, &Response::error(ErrorKind::InvalidRequest, message));
             } else {
                 shared.respond(id, &Response::Hello(info));
@@ -139,7 +151,10 @@ fn dispatch(shared: &Arc<Shared>, id: u64, request: Request) {
         Request::EnvUnset { keys } => shared.respond(id, &env::unset(shared, keys)),
         Request::Shutdown => unreachable!("handled by the frame loop"),
         Request::Status | Request::Stop { .. } | Request::ChannelBench { .. } => {
-            let message = format!("{} is answered by the host supervisor, not the agent", request.log_summary());
+            let message = format!(
+                "{} is answered by the host supervisor, not the agent",
+                request.log_summary()
+            );
             shared.respond(id, &Response::error(ErrorKind::InvalidRequest, message));
         }
     }

@@ -13,13 +13,25 @@ pub fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
 }
 
 /// `mount(2)`, ignoring "already mounted".
-pub fn mount(source: &str, target: &str, fstype: &str, flags: libc::c_ulong, data: &str) -> io::Result<()> {
+pub fn mount(
+    source: &str,
+    target: &str,
+    fstype: &str,
+    flags: libc::c_ulong,
+    data: &str,
+) -> io::Result<()> {
     let _ = std::fs::create_dir_all(target);
     let c = |s: &str| CString::new(s).expect("no NUL in mount arguments");
     let (source, target, fstype, data) = (c(source), c(target), c(fstype), c(data));
     // SAFETY: all pointers are valid NUL-terminated strings that outlive the call.
     let ret = unsafe {
-        libc::mount(source.as_ptr(), target.as_ptr(), fstype.as_ptr(), flags, data.as_ptr().cast())
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            flags,
+            data.as_ptr().cast(),
+        )
     };
     match check(ret) {
         Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(()),
@@ -57,7 +69,10 @@ pub fn set_clock(ns: u64) -> io::Result<()> {
 
 /// Milliseconds since boot (CLOCK_BOOTTIME).
 pub fn uptime_ms() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid, writable timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000

@@ -29,7 +29,9 @@ pub enum EnvValidationError {
 /// Checks that `key` fully matches `^[A-Za-z_][A-Za-z0-9_]*$`.
 pub fn validate_env_key(key: &str) -> Result<(), EnvValidationError> {
     let mut chars = key.chars();
-    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
     if first_ok && chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
         Ok(())
     } else {
@@ -75,18 +77,24 @@ pub fn parse_env_file(text: &str) -> Result<BTreeMap<String, String>, String> {
             continue;
         }
         let assignment = line.strip_prefix("export ").unwrap_or(line).trim_start();
-        let eq = assignment
-            .find('=')
-            .ok_or_else(|| format!("unrecognised line in {ENV_FILE_PATH}: {:?}", line.trim_end()))?;
+        let eq = assignment.find('=').ok_or_else(|| {
+            format!(
+                "unrecognised line in {ENV_FILE_PATH}: {:?}",
+                line.trim_end()
+            )
+        })?;
         let key = &assignment[..eq];
         validate_env_key(key).map_err(|e| e.to_string())?;
         // The value may run past this line (newlines inside quotes), so parse from the file.
         let value_start = line_end - assignment.len() + eq + 1;
-        let (value, consumed) = parse_shell_word(&text[value_start..])
-            .ok_or_else(|| format!("unterminated quote in the value of {key} in {ENV_FILE_PATH}"))?;
+        let (value, consumed) = parse_shell_word(&text[value_start..]).ok_or_else(|| {
+            format!("unterminated quote in the value of {key} in {ENV_FILE_PATH}")
+        })?;
         vars.insert(key.to_string(), value);
         let word_end = value_start + consumed;
-        pos = text[word_end..].find('\n').map_or(text.len(), |i| word_end + i + 1);
+        pos = text[word_end..]
+            .find('\n')
+            .map_or(text.len(), |i| word_end + i + 1);
     }
     Ok(vars)
 }
@@ -138,7 +146,10 @@ mod tests {
     use super::*;
 
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -146,9 +157,22 @@ mod tests {
         for good in ["API_KEY", "db_host", "_private", "VAR123", "_", "a"] {
             assert!(validate_env_key(good).is_ok(), "{good}");
         }
-        for bad in ["", "123invalid", "has-dash", "FOO\n", "FOO BAR", "ÄPFEL", "A=B", "\nFOO", "A.B"] {
+        for bad in [
+            "",
+            "123invalid",
+            "has-dash",
+            "FOO\n",
+            "FOO BAR",
+            "ÄPFEL",
+            "A=B",
+            "\nFOO",
+            "A.B",
+        ] {
             let err = validate_env_key(bad).unwrap_err();
-            assert!(err.to_string().contains("Invalid environment variable key"), "{bad:?}");
+            assert!(
+                err.to_string().contains("Invalid environment variable key"),
+                "{bad:?}"
+            );
         }
     }
 
@@ -174,7 +198,10 @@ mod tests {
     #[test]
     fn every_awkward_value_round_trips() {
         let vars = map(&[
-            ("SCRIPT", "\n#!/bin/bash\necho \"Line 1\"\necho \"Line 2\"\n"),
+            (
+                "SCRIPT",
+                "\n#!/bin/bash\necho \"Line 1\"\necho \"Line 2\"\n",
+            ),
             ("QUOTES", "Value with 'single' and \"double\" quotes"),
             ("JSON", r#"{"key": "value", "nested": {"a": 1}}"#),
             ("SHELLY", "$HOME `id` $(reboot) \\n \\ \\\\ ;|&<>"),

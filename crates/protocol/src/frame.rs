@@ -64,12 +64,20 @@ pub struct Frame {
 impl Frame {
     /// A frame carrying `request` as JSON.
     pub fn request(id: u64, request: &Request) -> Result<Self, ProtocolError> {
-        Ok(Self { id, kind: FrameKind::Request, payload: serde_json::to_vec(request)? })
+        Ok(Self {
+            id,
+            kind: FrameKind::Request,
+            payload: serde_json::to_vec(request)?,
+        })
     }
 
     /// A frame carrying `response` as JSON.
     pub fn response(id: u64, response: &Response) -> Result<Self, ProtocolError> {
-        Ok(Self { id, kind: FrameKind::Response, payload: serde_json::to_vec(response)? })
+        Ok(Self {
+            id,
+            kind: FrameKind::Response,
+            payload: serde_json::to_vec(response)?,
+        })
     }
 
     /// A raw data frame.
@@ -98,7 +106,10 @@ impl Frame {
     pub fn to_signal(&self) -> Result<i32, ProtocolError> {
         self.expect(FrameKind::Signal, "signal")?;
         let bytes: [u8; 4] = self.payload.as_slice().try_into().map_err(|_| {
-            ProtocolError::Io(io::Error::new(io::ErrorKind::InvalidData, "signal frame must be 4 bytes"))
+            ProtocolError::Io(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "signal frame must be 4 bytes",
+            ))
         })?;
         Ok(i32::from_le_bytes(bytes))
     }
@@ -107,7 +118,10 @@ impl Frame {
         if self.kind == kind {
             Ok(())
         } else {
-            Err(ProtocolError::UnexpectedKind { expected: name, got: self.kind })
+            Err(ProtocolError::UnexpectedKind {
+                expected: name,
+                got: self.kind,
+            })
         }
     }
 
@@ -115,7 +129,10 @@ impl Frame {
     /// and concurrent writers sharing a lock never interleave partial frames.
     pub fn encode(&self) -> Result<Vec<u8>, ProtocolError> {
         if self.payload.len() > MAX_PAYLOAD {
-            return Err(ProtocolError::FrameTooLarge { len: self.payload.len(), max: MAX_PAYLOAD });
+            return Err(ProtocolError::FrameTooLarge {
+                len: self.payload.len(),
+                max: MAX_PAYLOAD,
+            });
         }
         let len = (ID_KIND_LEN + self.payload.len()) as u32;
         let mut buf = Vec::with_capacity(HEADER_LEN + self.payload.len());
@@ -149,11 +166,16 @@ pub fn read_frame<R: Read>(reader: &mut R) -> Result<Option<Frame>, ProtocolErro
     }
     let len = u32::from_le_bytes(len_buf) as usize;
     if len < ID_KIND_LEN {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "frame shorter than its header").into());
+        return Err(
+            io::Error::new(io::ErrorKind::InvalidData, "frame shorter than its header").into(),
+        );
     }
     let payload_len = len - ID_KIND_LEN;
     if payload_len > MAX_PAYLOAD {
-        return Err(ProtocolError::FrameTooLarge { len: payload_len, max: MAX_PAYLOAD });
+        return Err(ProtocolError::FrameTooLarge {
+            len: payload_len,
+            max: MAX_PAYLOAD,
+        });
     }
     let mut head = [0u8; ID_KIND_LEN];
     reader.read_exact(&mut head)?;
@@ -191,7 +213,9 @@ mod tests {
 
     #[test]
     fn truncated_frame_is_an_error_not_eof() {
-        let mut wire = Frame::data(7, FrameKind::Echo, vec![1; 100]).encode().unwrap();
+        let mut wire = Frame::data(7, FrameKind::Echo, vec![1; 100])
+            .encode()
+            .unwrap();
         wire.truncate(50);
         assert!(read_frame(&mut Cursor::new(wire)).is_err());
         // A cut inside the length field is an error too.
@@ -203,11 +227,17 @@ mod tests {
         let mut wire = Vec::new();
         wire.extend_from_slice(&((MAX_PAYLOAD + ID_KIND_LEN + 1) as u32).to_le_bytes());
         wire.extend_from_slice(&[0; 9]);
-        assert!(matches!(read_frame(&mut Cursor::new(wire)), Err(ProtocolError::FrameTooLarge { .. })));
+        assert!(matches!(
+            read_frame(&mut Cursor::new(wire)),
+            Err(ProtocolError::FrameTooLarge { .. })
+        ));
 
         let mut wire = Frame::data(1, FrameKind::Echo, vec![]).encode().unwrap();
         wire[12] = 200;
-        assert!(matches!(read_frame(&mut Cursor::new(wire)), Err(ProtocolError::UnknownKind(200))));
+        assert!(matches!(
+            read_frame(&mut Cursor::new(wire)),
+            Err(ProtocolError::UnknownKind(200))
+        ));
     }
 
     #[test]

@@ -218,7 +218,10 @@ pub enum Response {
 impl Response {
     /// Shorthand for an error response.
     pub fn error(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Response::Error { kind, message: message.into() }
+        Response::Error {
+            kind,
+            message: message.into(),
+        }
     }
 }
 
@@ -229,19 +232,31 @@ mod tests {
     #[test]
     fn exec_request_json_is_stable_and_defaults_apply() {
         let req: Request = serde_json::from_str(r#"{"op":"exec","command":"true"}"#).unwrap();
-        let Request::Exec(exec) = req else { panic!("not exec") };
+        let Request::Exec(exec) = req else {
+            panic!("not exec")
+        };
         assert_eq!(exec.shell, Shell::Login);
         assert!(exec.env.is_empty() && exec.timeout_ms.is_none() && !exec.stdin);
 
-        let json = serde_json::to_string(&Request::EnvUnset { keys: vec!["A".into()] }).unwrap();
+        let json = serde_json::to_string(&Request::EnvUnset {
+            keys: vec!["A".into()],
+        })
+        .unwrap();
         assert_eq!(json, r#"{"op":"env_unset","keys":["A"]}"#);
     }
 
     #[test]
     fn responses_round_trip() {
         let all = vec![
-            Response::Exited(ExitStatus { code: Some(3), signal: None, timed_out: false, guest_micros: 5 }),
-            Response::EnvKeys { keys: vec!["A".into()] },
+            Response::Exited(ExitStatus {
+                code: Some(3),
+                signal: None,
+                timed_out: false,
+                guest_micros: 5,
+            }),
+            Response::EnvKeys {
+                keys: vec!["A".into()],
+            },
             Response::Ok,
             Response::error(ErrorKind::Validation, "bad key"),
         ];
@@ -256,6 +271,9 @@ mod tests {
         let mut vars = BTreeMap::new();
         vars.insert("TOKEN".to_string(), "secret-value".to_string());
         let summary = Request::EnvSet { vars, merge: true }.log_summary();
-        assert!(!summary.contains("secret") && !summary.contains("TOKEN"), "{summary}");
+        assert!(
+            !summary.contains("secret") && !summary.contains("TOKEN"),
+            "{summary}"
+        );
     }
 }

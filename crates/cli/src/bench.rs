@@ -1,0 +1,328 @@
+//! `smolvm bench`: each figure next to the floor it cannot beat, measured in the same run.
+//!
+//! - boot floor: QEMU with our kernel and devices, and an `/init` that resets at once;
+//! - cold start: `SmolVm::create` + `run("true")`, i.e. what a user waits for a first result;
+//! - channel floor: bare echo round trips on the guest channel, timed by the supervisor, plus
+//!   the guest's own cost of spawning and reaping the shell (timed by the agent);
+//! - warm `run("true")`, and the environment operations, against that;
+//! - the host memory of an idle VM against the guest memory it touched.
+
+use std::collections::BTreeMap;
+use std::os::unix::net::UnixListener;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use smolvm::backend::qemu::{find_qemu, QemuBackend};
+use smolvm::backend::Backend;
+use smolvm::paths::VmPaths;
+use smolvm::{host, image, DataDir, RunOptions, SmolVm, VmConfig};
+
+use crate::cli::BenchArgs;
+use crate::output::print_json;
+
+/// Median and 95th percentile of a sample, in milliseconds.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Stats {
+    /// Median.
+    pub median_ms: f64,
+    /// 95th percentile (nearest rank).
+    pub p95_ms: f64,
+    /// Number of samples.
+    pub n: usize,
+}
+
+/// Median and p95 of `samples` (durations).
+pub fn stats(samples: &[Duration]) -> Stats {
+    let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+    ms.sort_by(|a, b| a.total_cmp(b));
+    let pick = |q: f64| {
+        if ms.is_empty() {
+            return f64::NAN;
+        }
+        let rank = ((q * ms.len() as f64).ceil() as usize).clamp(1, ms.len());
+        ms[rank - 1]
+    };
+    let median = if ms.is_empty() {
+        f64::NAN
+    } else if ms.len() % 2 == 1 {
+        ms[ms.len() / 2]
+    } else {
+        (ms[ms.len() / 2 - 1] + ms[ms.len() / 2]) / 2.0
+    };
+    Stats {
+        median_ms: median,
+        p95_ms: pick(0.95),
+        n: ms.len(),
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Line {
+    name: &'static str,
+    value: Stats,
+    floor_name: &'static str,
+    floor: Stats,
+    ratio: f64,
+    target: &'static str,
+}
+
+fn line(
+    name: &'static str,
+    value: Stats,
+    floor_name: &'static str,
+    floor: Stats,
+    target: &'static str,
+) -> Line {
+    Line {
+        name,
+        value,
+        floor_name,
+        floor,
+        ratio: value.median_ms / floor.median_ms,
+        target,
+    }
+}
+
+/// Boots the floor image once: QEMU start to QEMU exit.
+fn boot_floor_once(
+    data: &DataDir,
+    backend: &QemuBackend,
+    scratch: &std::path::Path,
+) -> Result<Duration> {
+    let config = VmConfig {
+        rootfs_path: Some(image::rootfs_of(data, image::FLOOR)?),
+        boot_args: Some(format!("{} smolvm.floor", smolvm::DEFAULT_BOOT_ARGS)),
+        vm_id: Some("bench-floor".into()),
+        ..VmConfig::default()
+    }
+    .validate(data)?;
+    let paths = VmPaths::new(scratch);
+    let _ = std::fs::remove_file(paths.channel_socket());
+    // The floor has the same devices as a real VM, so its channel needs a listener too.
+    let listener = UnixListener::bind(paths.channel_socket())?;
+    let mut command = backend.command(&config, &paths);
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let start = Instant::now();
+    let mut child = command
+        .spawn()
+        .context("starting QEMU for the boot floor")?;
+    let accept = std::thread::spawn(move || listener.accept().map(|(s, _)| s));
+    let status = child.wait()?;
+    let elapsed = start.elapsed();
+    drop(accept);
+    if !status.success() {
+        bail!("the boot-floor VM exited with {status}");
+    }
+    Ok(elapsed)
+}
+
+/// Resident memory (KiB) of `pid`, and of its mapping of guest RAM (`guest_mib` large).
+fn rss_kib(pid: u32, guest_mib: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let total = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let guest_kib = u64::from(guest_mib) * 1024;
+    let mut guest_rss = 0;
+    let mut in_guest_ram = false;
+    for l in smaps.lines() {
+        if let Some(v) = l.strip_prefix("Size:") {
+            in_guest_ram =
+                v.trim().trim_end_matches("kB").trim().parse::<u64>().ok() == Some(guest_kib);
+        } else if let (true, Some(v)) = (in_guest_ram, l.strip_prefix("Rss:")) {
+            guest_rss += v
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .unwrap_or(0);
+        }
+    }
+    (total, guest_rss)
+}
+
+pub fn run(args: BenchArgs, json: bool) -> Result<i32> {
+    if args.runs < 10 {
+        bail!(smolvm::Error::InvalidConfig {
+            field: "--runs",
+            reason: "use at least 10 runs for a median and p95".into()
+        });
+    }
+    let data = DataDir::from_env();
+    let accel = host::choose_accel();
+    let accel_name = accel.accel.as_str();
+    let backend = QemuBackend::new(find_qemu()?, accel, host::tsc_khz(&data));
+    let scratch = data.vms_dir().join("bench-floor");
+    std::fs::create_dir_all(&scratch)?;
+    let say = |msg: &str| {
+        if !json {
+            eprintln!("{msg}");
+        }
+    };
+
+    say(&format!("boot floor: {} runs ({accel_name})", args.runs));
+    let mut floor = Vec::new();
+    for _ in 0..args.runs {
+        floor.push(boot_floor_once(&data, &backend, &scratch)?);
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+
+    say(&format!("cold start -> first result: {} runs", args.runs));
+    let mut cold = Vec::new();
+    for _ in 0..args.runs {
+        let start = Instant::now();
+        let vm = SmolVm::create(VmConfig::default())?;
+        let result = vm.run("true")?;
+        cold.push(start.elapsed());
+        if !result.ok() {
+            bail!("`true` failed in the guest");
+        }
+    }
+
+    say(&format!("warm round trips: {} each", args.round_trips));
+    let vm = SmolVm::create(VmConfig::default())?;
+    let echo_ns = vm.channel_bench(args.round_trips as u32, 100)?;
+    let echo: Vec<Duration> = echo_ns.iter().map(|ns| Duration::from_nanos(*ns)).collect();
+    let (mut warm, mut spawn_floor) = (Vec::new(), Vec::new());
+    for _ in 0..args.round_trips {
+        let start = Instant::now();
+        let result = vm.run_with("true", &RunOptions::default())?;
+        warm.push(start.elapsed());
+        spawn_floor.push(result.guest_time);
+    }
+    let echo_stats = stats(&echo);
+    let spawn_stats = stats(&spawn_floor);
+    let exec_floor: Vec<Duration> = spawn_floor
+        .iter()
+        .map(|d| *d + Duration::from_secs_f64(echo_stats.median_ms / 1000.0))
+        .collect();
+
+    let (mut set, mut list, mut unset) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..args.round_trips {
+        let vars: BTreeMap<String, String> =
+            [(format!("BENCH_{}", i % 8), "value".to_string())].into();
+        let start = Instant::now();
+        vm.set_env_vars(&vars, true)?;
+        set.push(start.elapsed());
+        let start = Instant::now();
+        vm.list_env_vars()?;
+        list.push(start.elapsed());
+        let start = Instant::now();
+        vm.unset_env_vars(&[format!("BENCH_{}", i % 8)])?;
+        unset.push(start.elapsed());
+    }
+
+    // Let the idle VM settle, then read the memory of its host processes.
+    std::thread::sleep(Duration::from_millis(500));
+    let (supervisor_pid, qemu_pid) = vm.host_pids()?;
+    let (qemu_rss, guest_touched) = rss_kib(qemu_pid, vm.config().mem_size_mib);
+    let (supervisor_rss, _) = rss_kib(supervisor_pid, 0);
+    drop(vm);
+
+    let warm_stats = stats(&warm);
+    let lines = vec![
+        line(
+            "cold start -> first result",
+            stats(&cold),
+            "boot floor",
+            stats(&floor),
+            "<= 1.3",
+        ),
+        line(
+            "warm run(\"true\")",
+            warm_stats,
+            "channel echo + guest spawn",
+            stats(&exec_floor),
+            "<= 2.0",
+        ),
+        line(
+            "env set (merge)",
+            stats(&set),
+            "warm run(\"true\")",
+            warm_stats,
+            "<= 1.2",
+        ),
+        line(
+            "env list",
+            stats(&list),
+            "warm run(\"true\")",
+            warm_stats,
+            "<= 1.2",
+        ),
+        line(
+            "env unset",
+            stats(&unset),
+            "warm run(\"true\")",
+            warm_stats,
+            "<= 1.2",
+        ),
+    ];
+    let host_kib = qemu_rss + supervisor_rss;
+    let overhead_mib = (host_kib.saturating_sub(guest_touched)) as f64 / 1024.0;
+    let memory = serde_json::json!({
+        "host_rss_mib": host_kib as f64 / 1024.0,
+        "qemu_rss_mib": qemu_rss as f64 / 1024.0,
+        "supervisor_rss_mib": supervisor_rss as f64 / 1024.0,
+        "guest_touched_mib": guest_touched as f64 / 1024.0,
+        "overhead_mib": overhead_mib,
+        "ratio": host_kib as f64 / guest_touched.max(1) as f64,
+        "target": "overhead <= 30 MiB",
+    });
+    if json {
+        print_json(&serde_json::json!({
+            "accel": accel_name,
+            "lines": lines,
+            "channel_echo": echo_stats,
+            "guest_spawn": spawn_stats,
+            "memory": memory,
+        }));
+        return Ok(0);
+    }
+    println!(
+        "accelerator: {accel_name}; {} cold runs, {} warm round trips",
+        args.runs, args.round_trips
+    );
+    println!(
+        "channel echo (100 B): median {:.3} ms; guest spawn+reap of sh: median {:.3} ms",
+        echo_stats.median_ms, spawn_stats.median_ms
+    );
+    for l in &lines {
+        println!(
+            "{:<28} median {:>9.3} ms  p95 {:>9.3} ms | {:<26} median {:>9.3} ms | ratio {:.2} (target {})",
+            l.name, l.value.median_ms, l.value.p95_ms, l.floor_name, l.floor.median_ms, l.ratio, l.target
+        );
+    }
+    println!(
+        "idle VM host RSS {:.1} MiB (QEMU {:.1} + supervisor {:.1}) | guest-touched RAM {:.1} MiB | overhead {:.1} MiB | ratio {:.2} (target overhead <= 30 MiB)",
+        host_kib as f64 / 1024.0,
+        qemu_rss as f64 / 1024.0,
+        supervisor_rss as f64 / 1024.0,
+        guest_touched as f64 / 1024.0,
+        overhead_mib,
+        host_kib as f64 / guest_touched.max(1) as f64
+    );
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_and_p95_use_nearest_rank() {
+        let samples: Vec<Duration> = (1..=20).map(Duration::from_millis).collect();
+        let s = stats(&samples);
+        assert_eq!(s.median_ms, 10.5);
+        assert_eq!(s.p95_ms, 19.0);
+        assert_eq!(stats(&[Duration::from_millis(3)]).p95_ms, 3.0);
+        assert!(stats(&[]).median_ms.is_nan());
+    }
+}

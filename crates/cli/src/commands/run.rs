@@ -1,0 +1,66 @@
+//! `smolvm run`: a one-off sandbox for one command line.
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use smolvm::run::join_command_words;
+use smolvm::{Output, RunOptions, Shell, SmolVm, VmConfig};
+
+use crate::cli::RunArgs;
+use crate::output::print_json;
+
+/// Converts `--timeout SECS` to a duration, refusing zero, negative and non-finite values.
+pub fn timeout_from_secs(secs: Option<f64>) -> Result<Option<Duration>> {
+    match secs {
+        None => Ok(None),
+        Some(s) if s.is_finite() && s > 0.0 => Ok(Some(Duration::from_secs_f64(s))),
+        Some(s) => bail!(smolvm::Error::InvalidConfig {
+            field: "--timeout",
+            reason: format!("{s} is not a positive number of seconds"),
+        }),
+    }
+}
+
+pub fn run(args: RunArgs, json: bool) -> Result<i32> {
+    let command = join_command_words(&args.command);
+    let options = RunOptions {
+        shell: if args.raw { Shell::Raw } else { Shell::Login },
+        timeout: timeout_from_secs(args.timeout)?,
+        ..RunOptions::default()
+    };
+    let config = VmConfig {
+        vcpu_count: args.size.cpus,
+        mem_size_mib: args.size.memory,
+        env_vars: super::parse_env_pairs(&args.env)?,
+        ..VmConfig::default()
+    };
+    if command.trim().is_empty() {
+        bail!(smolvm::Error::InvalidConfig {
+            field: "command",
+            reason: "the command is empty; e.g. smolvm run -- echo hi".into()
+        });
+    }
+    let vm = SmolVm::create(config)?;
+    if json {
+        let result = vm.run_with(&command, &options)?;
+        print_json(&serde_json::json!({
+            "vm_id": vm.vm_id(),
+            "exit_code": result.exit_code,
+            "stdout": result.stdout_str(),
+            "stderr": result.stderr_str(),
+        }));
+        return Ok(result.exit_code);
+    }
+    let (mut stdout, mut stderr) = (std::io::stdout().lock(), std::io::stderr());
+    let (code, _) = vm.run_streaming(&command, &options, &mut |chunk| match chunk {
+        Output::Stdout(bytes) => {
+            let _ = stdout.write_all(bytes);
+            let _ = stdout.flush();
+        }
+        Output::Stderr(bytes) => {
+            let _ = stderr.write_all(bytes);
+        }
+    })?;
+    Ok(code)
+}

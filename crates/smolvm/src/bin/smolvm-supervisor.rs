@@ -1,0 +1,14 @@
+//! `smolvm-supervisor --dir <vm dir>`: runs one VM; started by the SDK, not by users.
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let dir = match (args.next().as_deref(), args.next()) {
+        (Some("--dir"), Some(dir)) => dir,
+        _ => {
+            eprintln!("usage: smolvm-supervisor --dir <vm directory>  (started by the SmolVM SDK)");
+            std::process::exit(2);
+        }
+    };
+    smolvm::supervisor::init_logging();
+    std::process::exit(smolvm::supervisor::run(std::path::Path::new(&dir)));
+}

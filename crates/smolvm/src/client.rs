@@ -1,0 +1,259 @@
+//! A connection to a VM's supervisor: many requests in flight at once, from many threads.
+
+use std::collections::HashMap;
+use std::io::{BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use smolvm_protocol::{
+    read_frame, AgentInfo, Frame, FrameKind, Request, Response, PROTOCOL_VERSION,
+};
+
+use crate::error::{Error, Result};
+
+#[derive(Default)]
+struct Pending {
+    waiters: HashMap<u64, mpsc::Sender<Frame>>,
+    closed: Option<String>,
+}
+
+/// A multiplexed connection to one supervisor.
+pub struct Connection {
+    vm_id: String,
+    writer: Mutex<UnixStream>,
+    pending: Arc<Mutex<Pending>>,
+    next_id: AtomicU64,
+    agent: AgentInfo,
+}
+
+/// The frames of one request in flight.
+pub struct Call<'a> {
+    conn: &'a Connection,
+    /// The request's id on this connection.
+    pub id: u64,
+    frames: Receiver<Frame>,
+}
+
+impl Call<'_> {
+    /// The next frame of this request; `Ok(None)` when `deadline` passed first.
+    pub fn next(&self, deadline: Option<Instant>) -> Result<Option<Frame>> {
+        let received = match deadline {
+            Some(deadline) => self
+                .frames
+                .recv_timeout(deadline.saturating_duration_since(Instant::now())),
+            None => self
+                .frames
+                .recv()
+                .map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        match received {
+            Ok(frame) => Ok(Some(frame)),
+            Err(RecvTimeoutError::Timeout) => Ok(None),
+            Err(RecvTimeoutError::Disconnected) => Err(self.conn.disconnected()),
+        }
+    }
+
+    /// Sends a frame (stdin, signal) belonging to this request.
+    pub fn send(&self, kind: FrameKind, payload: Vec<u8>) -> Result<()> {
+        self.conn.write(&Frame::data(self.id, kind, payload))
+    }
+}
+
+impl Drop for Call<'_> {
+    fn drop(&mut self) {
+        self.conn
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .waiters
+            .remove(&self.id);
+    }
+}
+
+impl Connection {
+    /// Connects to the supervisor socket at `path` and performs the handshake.
+    pub fn connect(path: &Path, vm_id: &str) -> Result<Self> {
+        let stream = UnixStream::connect(path).map_err(|e| Error::Disconnected {
+            vm_id: vm_id.into(),
+            reason: format!("cannot connect to {}: {e}", path.display()),
+        })?;
+        let reader = stream
+            .try_clone()
+            .map_err(|e| Error::io("cloning the supervisor socket", e))?;
+        let pending = Arc::new(Mutex::new(Pending::default()));
+        let for_reader = Arc::clone(&pending);
+        std::thread::Builder::new()
+            .name(format!("smolvm-{vm_id}"))
+            .spawn(move || pump(reader, &for_reader))
+            .map_err(|e| Error::io("starting the connection thread", e))?;
+        let mut conn = Connection {
+            vm_id: vm_id.into(),
+            writer: Mutex::new(stream),
+            pending,
+            next_id: AtomicU64::new(1),
+            agent: AgentInfo {
+                protocol: 0,
+                agent_version: String::new(),
+                capabilities: Vec::new(),
+                uptime_ms: 0,
+            },
+        };
+        let host_time_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let hello = Request::Hello {
+            protocol: PROTOCOL_VERSION,
+            host_time_ns: Some(host_time_ns),
+        };
+        match conn.call(&hello, Some(Duration::from_secs(10)))? {
+            Response::Hello(info) => conn.agent = info,
+            other => {
+                return Err(Error::Disconnected {
+                    vm_id: vm_id.into(),
+                    reason: format!("handshake refused: {other:?}"),
+                })
+            }
+        }
+        Ok(conn)
+    }
+
+    /// The guest agent's handshake answer.
+    pub fn agent(&self) -> &AgentInfo {
+        &self.agent
+    }
+
+    fn disconnected(&self) -> Error {
+        let reason = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .closed
+            .clone();
+        Error::Disconnected {
+            vm_id: self.vm_id.clone(),
+            reason: reason.unwrap_or_else(|| "connection closed".into()),
+        }
+    }
+
+    fn write(&self, frame: &Frame) -> Result<()> {
+        let bytes = frame.encode().map_err(|source| Error::Protocol {
+            vm_id: self.vm_id.clone(),
+            source,
+        })?;
+        let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        writer.write_all(&bytes).map_err(|_| self.disconnected())
+    }
+
+    /// Starts a request whose frames are then read through the returned [`Call`].
+    pub fn start(&self, kind: FrameKind, payload: Vec<u8>) -> Result<Call<'_>> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel();
+        {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            if pending.closed.is_some() {
+                drop(pending);
+                return Err(self.disconnected());
+            }
+            pending.waiters.insert(id, tx);
+        }
+        let call = Call {
+            conn: self,
+            id,
+            frames: rx,
+        };
+        self.write(&Frame::data(id, kind, payload))?;
+        Ok(call)
+    }
+
+    /// Starts a JSON request.
+    pub fn start_request(&self, request: &Request) -> Result<Call<'_>> {
+        let payload = serde_json::to_vec(request).map_err(|e| Error::Protocol {
+            vm_id: self.vm_id.clone(),
+            source: e.into(),
+        })?;
+        self.start(FrameKind::Request, payload)
+    }
+
+    /// Sends `request` and waits (up to `timeout`) for its response.
+    pub fn call(&self, request: &Request, timeout: Option<Duration>) -> Result<Response> {
+        let call = self.start_request(request)?;
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            match call.next(deadline)? {
+                Some(frame) if frame.kind == FrameKind::Response => {
+                    return frame.to_response().map_err(|source| Error::Protocol {
+                        vm_id: self.vm_id.clone(),
+                        source,
+                    })
+                }
+                Some(_) => continue,
+                None => {
+                    return Err(Error::Disconnected {
+                        vm_id: self.vm_id.clone(),
+                        reason: format!(
+                            "no answer to {} within {:?}",
+                            request.log_summary(),
+                            timeout.unwrap_or_default()
+                        ),
+                    })
+                }
+            }
+        }
+    }
+
+    /// One echo round trip of `payload` through the supervisor and the guest.
+    pub fn echo(&self, payload: Vec<u8>) -> Result<Vec<u8>> {
+        let call = self.start(FrameKind::Echo, payload)?;
+        match call.next(Some(Instant::now() + Duration::from_secs(10)))? {
+            Some(frame) => Ok(frame.payload),
+            None => Err(Error::Disconnected {
+                vm_id: self.vm_id.clone(),
+                reason: "echo timed out".into(),
+            }),
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // Wakes the reader thread so it ends.
+        let _ = self
+            .writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// Delivers incoming frames to their waiters until the connection ends.
+fn pump(stream: UnixStream, pending: &Mutex<Pending>) {
+    let mut reader = BufReader::with_capacity(256 << 10, stream);
+    let reason = loop {
+        match read_frame(&mut reader) {
+            Ok(Some(frame)) => {
+                let mut pending = pending.lock().unwrap_or_else(|e| e.into_inner());
+                let last = matches!(frame.kind, FrameKind::Response | FrameKind::Echo);
+                let waiter = if last {
+                    pending.waiters.remove(&frame.id)
+                } else {
+                    pending.waiters.get(&frame.id).cloned()
+                };
+                drop(pending);
+                if let Some(waiter) = waiter {
+                    let _ = waiter.send(frame);
+                }
+            }
+            Ok(None) => {
+                break "the VM's supervisor closed the connection (the VM stopped)".to_string()
+            }
+            Err(e) => break format!("connection to the supervisor failed: {e}"),
+        }
+    };
+    let mut pending = pending.lock().unwrap_or_else(|e| e.into_inner());
+    pending.closed = Some(reason);
+    pending.waiters.clear();
+}

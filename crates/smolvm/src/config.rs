@@ -1,0 +1,263 @@
+//! VM configuration: plain data that the user fills in, and the validated form the VM runs.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use smolvm_protocol::{validate_env_key, validate_env_value};
+
+use crate::dirs::DataDir;
+use crate::error::{Error, Result};
+use crate::host;
+
+/// The kernel command line the default image boots with. Always extended by the backend with
+/// what the machine needs (see `backend::qemu::kernel_cmdline`).
+/// - `console=ttyS0`: the console log (`smolvm logs`).
+/// - `reboot=t`: reset through a triple fault, so the agent's reboot makes QEMU (`-no-reboot`)
+///   exit; microvm has no ACPI to power off with.
+/// - `panic=-1`: a kernel panic resets at once, ending the VM instead of hanging it.
+/// - `init=/init rdinit=/init`: our agent is PID 1 on a disk root and in an initramfs alike.
+/// - `quiet`: console output is slow under emulation (each byte is a trapped port write).
+pub const DEFAULT_BOOT_ARGS: &str = "console=ttyS0 reboot=t panic=-1 init=/init rdinit=/init quiet";
+
+/// Name of the image used when none is given.
+pub const DEFAULT_IMAGE: &str = "minimal";
+
+/// Smallest memory a guest boots with reliably.
+pub const MIN_MEMORY_MIB: u32 = 64;
+
+/// Most vCPUs a guest may have.
+pub const MAX_VCPUS: u32 = 64;
+
+/// What the user asks for. Field names follow the reference API (`VMConfig`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmConfig {
+    /// The VM's id; a random `vm-xxxxxxxx` when absent.
+    pub vm_id: Option<String>,
+    /// Number of vCPUs (default 1).
+    pub vcpu_count: u32,
+    /// Guest memory in MiB (default 512).
+    pub mem_size_mib: u32,
+    /// A kernel to boot instead of the one `smolvm setup` built.
+    pub kernel_path: Option<PathBuf>,
+    /// A root filesystem (initramfs `.cpio`) to boot instead of the image's.
+    pub rootfs_path: Option<PathBuf>,
+    /// Kernel command line; [`DEFAULT_BOOT_ARGS`] when absent.
+    pub boot_args: Option<String>,
+    /// Environment variables in place before `start()` returns.
+    pub env_vars: BTreeMap<String, String>,
+    /// Image name (default [`DEFAULT_IMAGE`]); ignored when `rootfs_path` is set.
+    pub image: Option<String>,
+}
+
+impl Default for VmConfig {
+    fn default() -> Self {
+        Self {
+            vm_id: None,
+            vcpu_count: 1,
+            mem_size_mib: 512,
+            kernel_path: None,
+            rootfs_path: None,
+            boot_args: None,
+            env_vars: BTreeMap::new(),
+            image: None,
+        }
+    }
+}
+
+/// A configuration that passed validation, with every path resolved. Only this type can start
+/// a VM, so an invalid configuration never reaches QEMU.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValidConfig {
+    /// The VM's id.
+    pub vm_id: String,
+    /// Number of vCPUs.
+    pub vcpu_count: u32,
+    /// Guest memory in MiB.
+    pub mem_size_mib: u32,
+    /// Kernel image.
+    pub kernel_path: PathBuf,
+    /// Initramfs.
+    pub initrd_path: PathBuf,
+    /// Kernel command line chosen by the user (machine essentials are added at launch).
+    pub boot_args: String,
+    /// Environment variables to inject at boot.
+    pub env_vars: BTreeMap<String, String>,
+    /// Image name, for display.
+    pub image: String,
+}
+
+/// Checks that `id` can name a VM: 1–63 characters of `[a-z0-9-]`, starting with a letter or
+/// digit. It becomes a directory name and the guest's hostname, so it must be safe as both.
+pub fn validate_vm_id(id: &str) -> Result<()> {
+    let ok_chars = id
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let ok_start = id
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if id.len() <= 63 && ok_chars && ok_start {
+        Ok(())
+    } else {
+        Err(Error::InvalidConfig {
+            field: "vm_id",
+            reason: format!(
+                "{id:?} is not a valid VM id: use 1-63 characters of lowercase letters, digits and \
+                 '-', starting with a letter or digit (e.g. \"api-server\")"
+            ),
+        })
+    }
+}
+
+/// A fresh random VM id (`vm-` and 8 hex digits).
+pub fn random_vm_id() -> String {
+    format!("vm-{:08x}", host::random_u64() as u32)
+}
+
+impl VmConfig {
+    /// Validates every field and resolves paths against `data`. Errors name the field.
+    pub fn validate(&self, data: &DataDir) -> Result<ValidConfig> {
+        let vm_id = match &self.vm_id {
+            Some(id) => {
+                validate_vm_id(id)?;
+                id.clone()
+            }
+            None => random_vm_id(),
+        };
+        if self.vcpu_count == 0 || self.vcpu_count > MAX_VCPUS {
+            return Err(Error::InvalidConfig {
+                field: "vcpu_count",
+                reason: format!("{} vCPUs requested; use 1 to {MAX_VCPUS}", self.vcpu_count),
+            });
+        }
+        let host_mib = host::total_memory_mib();
+        if self.mem_size_mib < MIN_MEMORY_MIB || u64::from(self.mem_size_mib) > host_mib {
+            return Err(Error::InvalidConfig {
+                field: "mem_size_mib",
+                reason: format!(
+                    "{} MiB requested; use {MIN_MEMORY_MIB} MiB up to the host's {host_mib} MiB",
+                    self.mem_size_mib
+                ),
+            });
+        }
+        for (key, value) in &self.env_vars {
+            validate_env_key(key)?;
+            validate_env_value(key, value)?;
+        }
+        let image = self
+            .image
+            .clone()
+            .unwrap_or_else(|| DEFAULT_IMAGE.to_string());
+        let kernel_path = match &self.kernel_path {
+            Some(path) => existing(path, "kernel_path", "pass the path of a bzImage or vmlinux")?,
+            None => existing(
+                &data.kernel(),
+                "guest kernel",
+                "run `smolvm setup` to build it",
+            )?,
+        };
+        let initrd_path = match &self.rootfs_path {
+            Some(path) => existing(path, "rootfs_path", "pass the path of an initramfs .cpio")?,
+            None => crate::image::rootfs_of(data, &image)?,
+        };
+        let boot_args = self
+            .boot_args
+            .clone()
+            .unwrap_or_else(|| DEFAULT_BOOT_ARGS.to_string());
+        if boot_args.contains('\n') {
+            return Err(Error::InvalidConfig {
+                field: "boot_args",
+                reason: "must be a single line".into(),
+            });
+        }
+        Ok(ValidConfig {
+            vm_id,
+            vcpu_count: self.vcpu_count,
+            mem_size_mib: self.mem_size_mib,
+            kernel_path,
+            initrd_path,
+            boot_args,
+            env_vars: self.env_vars.clone(),
+            image,
+        })
+    }
+}
+
+fn existing(path: &std::path::Path, what: &'static str, hint: &str) -> Result<PathBuf> {
+    if path.is_file() {
+        Ok(path.canonicalize().unwrap_or_else(|_| path.to_path_buf()))
+    } else {
+        Err(Error::MissingFile {
+            what,
+            path: path.to_path_buf(),
+            hint: hint.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vm_ids_are_hostname_safe() {
+        for good in ["api-server", "a", "vm-0123abcd", "1x"] {
+            assert!(validate_vm_id(good).is_ok(), "{good}");
+        }
+        for bad in ["", "-a", "A", "a_b", "a/b", "..", "a b", &"x".repeat(64)] {
+            let err = validate_vm_id(bad).unwrap_err().to_string();
+            assert!(err.contains("vm_id"), "{err}");
+        }
+        assert!(validate_vm_id(&random_vm_id()).is_ok());
+    }
+
+    #[test]
+    fn bad_sizes_name_the_field_and_the_range() {
+        let data = DataDir::at("/nonexistent");
+        let err = VmConfig {
+            mem_size_mib: 32,
+            ..Default::default()
+        }
+        .validate(&data)
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("mem_size_mib") && err.to_string().contains("64 MiB"),
+            "{err}"
+        );
+        let err = VmConfig {
+            mem_size_mib: u32::MAX,
+            ..Default::default()
+        }
+        .validate(&data)
+        .unwrap_err();
+        assert!(err.to_string().contains("host's"), "{err}");
+        let err = VmConfig {
+            vcpu_count: 0,
+            ..Default::default()
+        }
+        .validate(&data)
+        .unwrap_err();
+        assert!(err.to_string().contains("vcpu_count"), "{err}");
+    }
+
+    #[test]
+    fn invalid_env_keys_are_refused_before_anything_else() {
+        let mut config = VmConfig::default();
+        config.env_vars.insert("has-dash".into(), "x".into());
+        let err = config.validate(&DataDir::at("/nonexistent")).unwrap_err();
+        assert!(
+            err.to_string().contains("Invalid environment variable key"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn missing_kernel_says_run_setup() {
+        let err = VmConfig::default()
+            .validate(&DataDir::at("/nonexistent"))
+            .unwrap_err();
+        assert!(err.to_string().contains("smolvm setup"), "{err}");
+    }
+}

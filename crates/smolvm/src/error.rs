@@ -1,0 +1,119 @@
+//! The SDK's error type.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use smolvm_protocol::{EnvValidationError, ErrorKind, ProtocolError};
+
+/// Everything that can go wrong in the SDK. Each message says what happened, to which sandbox,
+/// and what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A configuration or argument failed validation; nothing was changed.
+    #[error("invalid {field}: {reason}")]
+    InvalidConfig {
+        /// The offending field or argument.
+        field: &'static str,
+        /// Why it is wrong and what is accepted.
+        reason: String,
+    },
+    /// An environment variable key or value was refused; nothing was changed.
+    #[error(transparent)]
+    InvalidEnv(#[from] EnvValidationError),
+    /// The operation needs a running VM.
+    #[error("{action}: VM is {state} (VM {vm_id})")]
+    VmNotRunning {
+        /// What was attempted, e.g. "Cannot manage environment variables".
+        action: &'static str,
+        /// The VM's id.
+        vm_id: String,
+        /// Its state (`created`, `stopped`, `deleted`, ...).
+        state: String,
+    },
+    /// A command ran past its timeout; its process group was killed.
+    #[error("command {command:?} timed out after {timeout:?} in VM {vm_id}; it was killed")]
+    Timeout {
+        /// The command line.
+        command: String,
+        /// The limit that passed.
+        timeout: Duration,
+        /// The VM's id.
+        vm_id: String,
+    },
+    /// A file the VM needs (kernel, image, QEMU, the supervisor binary...) is missing.
+    #[error("{what} not found at {path}; {hint}")]
+    MissingFile {
+        /// What it is.
+        what: &'static str,
+        /// Where it was expected.
+        path: PathBuf,
+        /// How to get it.
+        hint: String,
+    },
+    /// A host program the SDK needs is not installed.
+    #[error("{program} is not installed; {hint}")]
+    MissingProgram {
+        /// The program.
+        program: &'static str,
+        /// How to install it.
+        hint: String,
+    },
+    /// The VM failed to boot or its supervisor failed.
+    #[error("VM {vm_id} failed to start: {reason}")]
+    StartFailed {
+        /// The VM's id.
+        vm_id: String,
+        /// What went wrong, with the end of the QEMU/console log when useful.
+        reason: String,
+    },
+    /// The guest agent answered with an error.
+    #[error("guest error in VM {vm_id} ({kind:?}): {message}")]
+    Guest {
+        /// The VM's id.
+        vm_id: String,
+        /// Class of failure.
+        kind: ErrorKind,
+        /// The agent's explanation.
+        message: String,
+    },
+    /// The connection to the VM's supervisor broke (the VM stopped or crashed).
+    #[error("lost the connection to VM {vm_id}: {reason}")]
+    Disconnected {
+        /// The VM's id.
+        vm_id: String,
+        /// What was seen.
+        reason: String,
+    },
+    /// A protocol-level failure (malformed or unexpected frames).
+    #[error("protocol error talking to VM {vm_id}: {source}")]
+    Protocol {
+        /// The VM's id.
+        vm_id: String,
+        /// The underlying error.
+        source: ProtocolError,
+    },
+    /// A host-side I/O operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Building the kernel or an image failed.
+    #[error("build failed: {0}")]
+    Build(String),
+}
+
+impl Error {
+    /// Wraps an I/O error with what was being done.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// The SDK's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

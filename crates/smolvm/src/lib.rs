@@ -1,0 +1,36 @@
+//! SmolVM: disposable, hardware-isolated microVM sandboxes for AI agents.
+//!
+//! ```no_run
+//! use smolvm::{SmolVm, VmConfig};
+//!
+//! let vm = SmolVm::create(VmConfig::default())?;
+//! vm.set_env_vars(&[("API_KEY".to_string(), "secret-123".to_string())].into(), true)?;
+//! let result = vm.run("echo $API_KEY")?;
+//! assert_eq!(result.output(), "secret-123");
+//! // Dropping `vm` stops it and deletes everything it left on the host.
+//! # Ok::<(), smolvm::Error>(())
+//! ```
+//!
+//! Each VM is run by a small supervisor process (see [`supervisor`]) that owns QEMU and the
+//! guest channel; the handle talks to it over a Unix socket.
+
+pub mod backend;
+pub mod client;
+pub mod config;
+pub mod dirs;
+mod error;
+mod fsutil;
+pub mod host;
+pub mod image;
+pub mod launch;
+pub mod paths;
+pub mod run;
+pub mod setup;
+pub mod supervisor;
+pub mod vm;
+
+pub use config::{ValidConfig, VmConfig, DEFAULT_BOOT_ARGS};
+pub use dirs::DataDir;
+pub use error::{Error, Result};
+pub use run::{CommandResult, Output, RunOptions, Shell};
+pub use vm::{SmolVm, VmState};

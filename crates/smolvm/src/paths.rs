@@ -1,0 +1,69 @@
+//! The files of one VM, all inside its directory `<data>/vms/<id>/`.
+
+use std::path::{Path, PathBuf};
+
+/// Paths of one VM's files. Socket paths must stay under the 108-byte `sun_path` limit, which
+/// [`VmPaths::check_socket_len`] verifies before anything is created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmPaths {
+    dir: PathBuf,
+}
+
+impl VmPaths {
+    /// The files of the VM whose directory is `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    /// The VM's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    /// The validated configuration the supervisor boots (JSON).
+    pub fn spec(&self) -> PathBuf {
+        self.dir.join("vm.json")
+    }
+    /// Clients (SDK, CLI) talk to the supervisor here.
+    pub fn api_socket(&self) -> PathBuf {
+        self.dir.join("api.sock")
+    }
+    /// QEMU connects the guest channel's host end here.
+    pub fn channel_socket(&self) -> PathBuf {
+        self.dir.join("chan.sock")
+    }
+    /// QEMU's QMP monitor.
+    pub fn qmp_socket(&self) -> PathBuf {
+        self.dir.join("qmp.sock")
+    }
+    /// The guest's serial console.
+    pub fn console_log(&self) -> PathBuf {
+        self.dir.join("console.log")
+    }
+    /// QEMU's own stderr and the supervisor's log.
+    pub fn supervisor_log(&self) -> PathBuf {
+        self.dir.join("supervisor.log")
+    }
+    /// Why and when the VM ended (JSON), written by the supervisor.
+    pub fn exit_record(&self) -> PathBuf {
+        self.dir.join("exit.json")
+    }
+    /// The supervisor's pid.
+    pub fn supervisor_pid(&self) -> PathBuf {
+        self.dir.join("supervisor.pid")
+    }
+
+    /// Fails when a socket path would not fit in `sun_path`.
+    pub fn check_socket_len(&self) -> std::io::Result<()> {
+        let longest = self.channel_socket();
+        if longest.as_os_str().len() >= 100 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "socket path {} is too long for a Unix socket; set SMOLVM_DATA_DIR to a shorter directory",
+                    longest.display()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}

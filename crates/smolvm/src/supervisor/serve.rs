@@ -1,0 +1,91 @@
+//! The supervisor's API socket: one thread per client connection.
+
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use smolvm_protocol::{read_frame, ErrorKind, FrameKind, Request, Response, PROTOCOL_VERSION};
+
+use super::router::Client;
+use super::{channel_bench, status_of, Supervisor};
+
+/// Accepts clients until the listener fails (the supervisor exits with the VM).
+pub(crate) fn accept_clients(supervisor: &Arc<Supervisor>, listener: UnixListener) {
+    let next_client = AtomicU64::new(1);
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        let id = next_client.fetch_add(1, Ordering::Relaxed);
+        let supervisor = Arc::clone(supervisor);
+        let _ = std::thread::Builder::new()
+            .name(format!("client-{id}"))
+            .spawn(move || serve_client(&supervisor, id, stream));
+    }
+}
+
+fn serve_client(supervisor: &Arc<Supervisor>, id: u64, stream: UnixStream) {
+    let Ok(writer) = stream.try_clone() else {
+        return;
+    };
+    let client = Arc::new(Client::new(id, writer));
+    let mut reader = std::io::BufReader::with_capacity(256 << 10, stream);
+    while let Ok(Some(frame)) = read_frame(&mut reader) {
+        if frame.kind != FrameKind::Request {
+            supervisor.router.forward(&client, frame);
+            continue;
+        }
+        let request = match frame.to_request() {
+            Ok(request) => request,
+            Err(e) => {
+                client.respond(
+                    frame.id,
+                    &Response::error(ErrorKind::InvalidRequest, e.to_string()),
+                );
+                continue;
+            }
+        };
+        tracing::debug!("client {id}: {}", request.log_summary());
+        match request {
+            Request::Hello { protocol, .. } => {
+                let response = if protocol != PROTOCOL_VERSION {
+                    Response::error(
+                        ErrorKind::InvalidRequest,
+                        format!("client speaks protocol {protocol}, supervisor speaks {PROTOCOL_VERSION}"),
+                    )
+                } else {
+                    match supervisor.agent.get() {
+                        Some(info) => Response::Hello(info.clone()),
+                        None => Response::error(ErrorKind::VmNotRunning, "the VM is still booting"),
+                    }
+                };
+                client.respond(frame.id, &response);
+            }
+            Request::Status => client.respond(frame.id, &status_of(supervisor)),
+            Request::Stop { grace_ms } => {
+                supervisor.begin_stop(Duration::from_millis(grace_ms));
+                client.respond(frame.id, &Response::Ok);
+            }
+            Request::ChannelBench { rounds, size } => {
+                client.respond(frame.id, &channel_bench(supervisor, rounds, size));
+            }
+            Request::Shutdown => {
+                // A bare guest shutdown would leave the supervisor thinking the VM crashed:
+                // route it through the stop path with a default grace.
+                supervisor.begin_stop(Duration::from_secs(5));
+                client.respond(frame.id, &Response::Ok);
+            }
+            Request::Exec(_)
+            | Request::EnvSet { .. }
+            | Request::EnvList
+            | Request::EnvUnset { .. } => {
+                if supervisor.stopping.load(Ordering::SeqCst) {
+                    let message = format!("VM {} is stopping", supervisor.vm_id);
+                    client.respond(frame.id, &Response::error(ErrorKind::VmNotRunning, message));
+                } else {
+                    supervisor.router.forward(&client, frame);
+                }
+            }
+        }
+    }
+    supervisor.router.client_gone(id);
+}

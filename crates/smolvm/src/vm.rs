@@ -1,0 +1,513 @@
+//! The VM handle: start, run commands, manage environment variables, stop, delete.
+
+use std::collections::BTreeMap;
+use std::process::{Child, ChildStdin};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use smolvm_protocol::{
+    validate_env_key, validate_env_value, ErrorKind, ExecRequest, FrameKind, Request, Response,
+};
+
+use crate::client::Connection;
+use crate::config::{ValidConfig, VmConfig};
+use crate::dirs::DataDir;
+use crate::error::{Error, Result};
+use crate::launch::{self, Launcher};
+use crate::paths::VmPaths;
+use crate::run::{CommandResult, Output, RunOptions};
+use crate::supervisor::LaunchSpec;
+
+/// How long `stop()` waits for a clean guest shutdown before QEMU is killed.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Extra host-side wait beyond a command's own timeout, for the guest to report it.
+const TIMEOUT_SLACK: Duration = Duration::from_secs(30);
+
+/// Where a VM is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmState {
+    /// Configured, not started.
+    Created,
+    /// Booted and answering.
+    Running,
+    /// Stopped; can be deleted.
+    Stopped,
+    /// Deleted; nothing of it remains.
+    Deleted,
+}
+
+impl VmState {
+    /// Lowercase name, as the reference API reports `status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VmState::Created => "created",
+            VmState::Running => "running",
+            VmState::Stopped => "stopped",
+            VmState::Deleted => "deleted",
+        }
+    }
+}
+
+impl std::fmt::Display for VmState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+struct Running {
+    conn: Arc<Connection>,
+    supervisor: Child,
+    /// Dropping this tells the supervisor its owner is gone.
+    owner_pipe: Option<ChildStdin>,
+}
+
+struct Inner {
+    state: VmState,
+    running: Option<Running>,
+}
+
+/// A sandbox VM owned by this handle: dropping the handle stops and deletes the VM.
+///
+/// All methods take `&self`, so one VM can be shared between threads (`Arc<SmolVm>`) and
+/// serve several commands at once.
+pub struct SmolVm {
+    config: ValidConfig,
+    data: DataDir,
+    paths: VmPaths,
+    launcher: Launcher,
+    inner: Mutex<Inner>,
+}
+
+impl SmolVm {
+    /// Validates `config` (nothing is created yet). Errors name the field that is wrong.
+    pub fn new(config: VmConfig) -> Result<Self> {
+        Self::with_data_dir(config, DataDir::from_env())
+    }
+
+    /// Like [`SmolVm::new`], with an explicit data directory.
+    pub fn with_data_dir(config: VmConfig, data: DataDir) -> Result<Self> {
+        let config = config.validate(&data)?;
+        // Fail here, with the install hint, rather than inside the supervisor.
+        crate::backend::qemu::find_qemu()?;
+        let paths = VmPaths::new(data.vm_dir(&config.vm_id));
+        paths.check_socket_len().map_err(|e| Error::InvalidConfig {
+            field: "SMOLVM_DATA_DIR",
+            reason: e.to_string(),
+        })?;
+        Ok(Self {
+            config,
+            data,
+            paths,
+            launcher: Launcher::find()?,
+            inner: Mutex::new(Inner {
+                state: VmState::Created,
+                running: None,
+            }),
+        })
+    }
+
+    /// Validates `config` and starts the VM.
+    pub fn create(config: VmConfig) -> Result<Self> {
+        let vm = Self::new(config)?;
+        vm.start()?;
+        Ok(vm)
+    }
+
+    /// Uses `launcher` to start the supervisor (the Python package runs it through its own
+    /// interpreter).
+    pub fn set_launcher(&mut self, launcher: Launcher) {
+        self.launcher = launcher;
+    }
+
+    /// The VM's id.
+    pub fn vm_id(&self) -> &str {
+        &self.config.vm_id
+    }
+
+    /// The validated configuration.
+    pub fn config(&self) -> &ValidConfig {
+        &self.config
+    }
+
+    /// The VM's files (console log, supervisor log...).
+    pub fn paths(&self) -> &VmPaths {
+        &self.paths
+    }
+
+    /// The current state.
+    pub fn status(&self) -> VmState {
+        self.lock().state
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Boots the VM; returns once the guest answers and the configured environment variables
+    /// are in place. Starting a running VM does nothing.
+    pub fn start(&self) -> Result<()> {
+        let mut inner = self.lock();
+        match inner.state {
+            VmState::Running => return Ok(()),
+            VmState::Deleted => return Err(self.not_running("Cannot start", VmState::Deleted)),
+            VmState::Created | VmState::Stopped => {}
+        }
+        let dir = self.paths.dir();
+        if dir.exists() {
+            return Err(Error::InvalidConfig {
+                field: "vm_id",
+                reason: format!(
+                    "a VM called {:?} already exists ({}); choose another id",
+                    self.config.vm_id,
+                    dir.display()
+                ),
+            });
+        }
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let spec = LaunchSpec {
+            config: self.config.clone(),
+            data_dir: self.data.root().to_path_buf(),
+            ephemeral: true,
+        };
+        let written = crate::fsutil::write_atomic(
+            &self.paths.spec(),
+            &serde_json::to_vec_pretty(&spec).expect("serialises"),
+        );
+        if let Err(e) = written {
+            let _ = std::fs::remove_dir_all(dir);
+            return Err(Error::io("writing vm.json", e));
+        }
+        let started = match launch::start(&self.launcher, &self.paths, &self.config.vm_id, true) {
+            Ok(started) => started,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(dir);
+                return Err(e);
+            }
+        };
+        let conn = match Connection::connect(&self.paths.api_socket(), &self.config.vm_id) {
+            Ok(conn) => conn,
+            Err(e) => {
+                let mut child = started.child;
+                drop(started.owner_pipe);
+                let _ = child.kill();
+                let _ = child.wait();
+                let _ = std::fs::remove_dir_all(dir);
+                return Err(e);
+            }
+        };
+        tracing::info!(vm = %self.config.vm_id, boot_ms = ?started.ready.boot_ms, "VM running");
+        inner.running = Some(Running {
+            conn: Arc::new(conn),
+            supervisor: started.child,
+            owner_pipe: started.owner_pipe,
+        });
+        inner.state = VmState::Running;
+        Ok(())
+    }
+
+    fn not_running(&self, action: &'static str, state: VmState) -> Error {
+        Error::VmNotRunning {
+            action,
+            vm_id: self.config.vm_id.clone(),
+            state: state.to_string(),
+        }
+    }
+
+    /// The connection, or the error naming the state for `action`.
+    fn conn(&self, action: &'static str) -> Result<Arc<Connection>> {
+        let inner = self.lock();
+        match &inner.running {
+            Some(running) if inner.state == VmState::Running => Ok(Arc::clone(&running.conn)),
+            _ => Err(self.not_running(action, inner.state)),
+        }
+    }
+
+    /// Runs `command` in a login shell with the default timeout (30 s).
+    pub fn run(&self, command: &str) -> Result<CommandResult> {
+        self.run_with(command, &RunOptions::default())
+    }
+
+    /// Runs `command` with `options`, collecting its output.
+    pub fn run_with(&self, command: &str, options: &RunOptions) -> Result<CommandResult> {
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        let (exit_code, guest_time) =
+            self.run_streaming(command, options, &mut |chunk| match chunk {
+                Output::Stdout(b) => stdout.extend_from_slice(b),
+                Output::Stderr(b) => stderr.extend_from_slice(b),
+            })?;
+        Ok(CommandResult {
+            exit_code,
+            stdout,
+            stderr,
+            guest_time,
+        })
+    }
+
+    /// Runs `command`, handing each piece of output to `sink` as it arrives. Returns the exit
+    /// code and the guest-side run time.
+    pub fn run_streaming(
+        &self,
+        command: &str,
+        options: &RunOptions,
+        sink: &mut dyn FnMut(Output<'_>),
+    ) -> Result<(i32, Duration)> {
+        validate_run(command, options)?;
+        let conn = self.conn("Cannot run command")?;
+        let request = Request::Exec(ExecRequest {
+            command: command.to_string(),
+            shell: options.shell,
+            env: options.env.clone(),
+            cwd: options.cwd.clone(),
+            timeout_ms: options.timeout.map(|t| t.as_millis().max(1) as u64),
+            stdin: false,
+        });
+        let call = conn.start_request(&request)?;
+        let deadline = options.timeout.map(|t| Instant::now() + t + TIMEOUT_SLACK);
+        loop {
+            let Some(frame) = call.next(deadline)? else {
+                let _ = call.send(FrameKind::Signal, libc::SIGKILL.to_le_bytes().to_vec());
+                return Err(self.timeout_error(command, options));
+            };
+            match frame.kind {
+                FrameKind::Stdout => sink(Output::Stdout(&frame.payload)),
+                FrameKind::Stderr => sink(Output::Stderr(&frame.payload)),
+                FrameKind::Response => {
+                    let response = frame.to_response().map_err(|source| Error::Protocol {
+                        vm_id: self.config.vm_id.clone(),
+                        source,
+                    })?;
+                    return match response {
+                        Response::Exited(status) if status.timed_out => {
+                            Err(self.timeout_error(command, options))
+                        }
+                        Response::Exited(status) => {
+                            let code = status
+                                .code
+                                .unwrap_or_else(|| 128 + status.signal.unwrap_or(0));
+                            Ok((code, Duration::from_micros(status.guest_micros)))
+                        }
+                        other => Err(self.unexpected(other)),
+                    };
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn timeout_error(&self, command: &str, options: &RunOptions) -> Error {
+        Error::Timeout {
+            command: command.into(),
+            timeout: options.timeout.unwrap_or_default(),
+            vm_id: self.config.vm_id.clone(),
+        }
+    }
+
+    fn unexpected(&self, response: Response) -> Error {
+        match response {
+            Response::Error {
+                kind: ErrorKind::VmNotRunning,
+                message,
+            } => Error::Disconnected {
+                vm_id: self.config.vm_id.clone(),
+                reason: message,
+            },
+            Response::Error { kind, message } => Error::Guest {
+                vm_id: self.config.vm_id.clone(),
+                kind,
+                message,
+            },
+            other => Error::Guest {
+                vm_id: self.config.vm_id.clone(),
+                kind: ErrorKind::Internal,
+                message: format!("unexpected answer {other:?}"),
+            },
+        }
+    }
+
+    fn env_call(&self, request: &Request) -> Result<Response> {
+        let conn = self.conn("Cannot manage environment variables")?;
+        conn.call(request, Some(Duration::from_secs(60)))
+    }
+
+    /// Sets environment variables for login shells (merged into the current set unless
+    /// `merge` is false). Returns the sorted names of all variables present afterwards.
+    /// The whole batch is validated first: an invalid key or value changes nothing.
+    pub fn set_env_vars(
+        &self,
+        vars: &BTreeMap<String, String>,
+        merge: bool,
+    ) -> Result<Vec<String>> {
+        for (key, value) in vars {
+            validate_env_key(key)?;
+            validate_env_value(key, value)?;
+        }
+        match self.env_call(&Request::EnvSet {
+            vars: vars.clone(),
+            merge,
+        })? {
+            Response::EnvKeys { keys } => Ok(keys),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    /// The managed environment variables (never system ones such as PATH).
+    pub fn list_env_vars(&self) -> Result<BTreeMap<String, String>> {
+        match self.env_call(&Request::EnvList)? {
+            Response::EnvVars { vars } => Ok(vars),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    /// Removes `keys`; returns the removed variables that existed, with their old values.
+    pub fn unset_env_vars<S: AsRef<str>>(&self, keys: &[S]) -> Result<BTreeMap<String, String>> {
+        let keys = keys.iter().map(|k| k.as_ref().to_string()).collect();
+        match self.env_call(&Request::EnvUnset { keys })? {
+            Response::EnvVars { vars } => Ok(vars),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    /// Measures `rounds` bare echo round trips on the guest channel, timed by the supervisor
+    /// (the channel floor), in nanoseconds.
+    pub fn channel_bench(&self, rounds: u32, size: u32) -> Result<Vec<u64>> {
+        let conn = self.conn("Cannot benchmark")?;
+        match conn.call(
+            &Request::ChannelBench { rounds, size },
+            Some(Duration::from_secs(120)),
+        )? {
+            Response::ChannelBench { round_trips_ns } => Ok(round_trips_ns),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    /// The pids of the VM's host processes (supervisor, QEMU), for resource measurements.
+    pub fn host_pids(&self) -> Result<(u32, u32)> {
+        let conn = self.conn("Cannot query")?;
+        match conn.call(&Request::Status, Some(Duration::from_secs(10)))? {
+            Response::Status(status) => Ok((status.supervisor_pid, status.qemu_pid)),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    /// Stops the VM: a clean guest shutdown, forced after [`STOP_GRACE`]. Stopping a VM that
+    /// is not running does nothing.
+    pub fn stop(&self) -> Result<()> {
+        let running = {
+            let mut inner = self.lock();
+            if inner.state != VmState::Running {
+                return Ok(());
+            }
+            inner.state = VmState::Stopped;
+            inner.running.take()
+        };
+        let Some(mut running) = running else {
+            return Ok(());
+        };
+        let _ = running.conn.call(
+            &Request::Stop {
+                grace_ms: STOP_GRACE.as_millis() as u64,
+            },
+            Some(Duration::from_secs(5)),
+        );
+        drop(running.owner_pipe.take());
+        // The supervisor exits once QEMU is gone; give it the grace plus margin, then kill it.
+        let deadline = Instant::now() + STOP_GRACE + Duration::from_secs(5);
+        loop {
+            match running.supervisor.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) if Instant::now() > deadline => {
+                    tracing::warn!(vm = %self.config.vm_id, "supervisor did not exit; killing it");
+                    let _ = running.supervisor.kill();
+                    let _ = running.supervisor.wait();
+                    break;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the VM if needed and removes everything it left on the host.
+    pub fn delete(&self) -> Result<()> {
+        self.stop()?;
+        let mut inner = self.lock();
+        if inner.state == VmState::Deleted {
+            return Ok(());
+        }
+        // A VM that never started owns no directory (and another VM may use the same id).
+        if inner.state == VmState::Stopped {
+            match std::fs::remove_dir_all(self.paths.dir()) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(Error::io(
+                        format!("removing {}", self.paths.dir().display()),
+                        e,
+                    ))
+                }
+            }
+        }
+        inner.state = VmState::Deleted;
+        Ok(())
+    }
+}
+
+impl Drop for SmolVm {
+    fn drop(&mut self) {
+        if let Err(e) = self.delete() {
+            tracing::warn!(vm = %self.config.vm_id, "cleanup on drop failed: {e}");
+        }
+    }
+}
+
+/// Refuses a command that cannot run, before anything is sent.
+fn validate_run(command: &str, options: &RunOptions) -> Result<()> {
+    if command.trim().is_empty() {
+        return Err(Error::InvalidConfig {
+            field: "command",
+            reason: "the command is empty; pass a shell command line".into(),
+        });
+    }
+    if command.contains('\0') {
+        return Err(Error::InvalidConfig {
+            field: "command",
+            reason: "the command contains a NUL byte".into(),
+        });
+    }
+    if options.timeout == Some(Duration::ZERO) {
+        return Err(Error::InvalidConfig {
+            field: "timeout",
+            reason:
+                "a timeout of 0 would kill every command at once; use a positive timeout or none"
+                    .into(),
+        });
+    }
+    for (key, value) in &options.env {
+        validate_env_key(key)?;
+        validate_env_value(key, value)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_command_and_zero_timeout_are_refused() {
+        let err = validate_run("  ", &RunOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("command is empty"), "{err}");
+        let err = validate_run(
+            "true",
+            &RunOptions::default().with_timeout(Some(Duration::ZERO)),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("timeout"), "{err}");
+        assert!(validate_run("true", &RunOptions::default().with_timeout(None)).is_ok());
+    }
+}

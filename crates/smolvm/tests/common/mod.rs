@@ -1,0 +1,66 @@
+//! Helpers shared by the VM tests. Every test here boots real VMs (QEMU, TCG on CI) with the
+//! kernel and image that `smolvm setup` built in the data directory.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use smolvm::{DataDir, SmolVm, VmConfig};
+
+/// A running VM with the default configuration; fails loudly when setup was not run.
+pub fn vm() -> SmolVm {
+    vm_with(VmConfig::default())
+}
+
+/// A running VM with `config`.
+pub fn vm_with(config: VmConfig) -> SmolVm {
+    let data = DataDir::from_env();
+    assert!(
+        data.kernel().is_file(),
+        "no kernel in {}: run `smolvm setup` before the VM tests",
+        data.root().display()
+    );
+    let vm = SmolVm::with_data_dir(config, data).expect("valid config");
+    vm.start().expect("VM boots");
+    vm
+}
+
+/// Whether a process with this pid exists (and is not a zombie).
+pub fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.split_whitespace().nth(2).is_none_or(|state| state != "Z"))
+        .unwrap_or(false)
+}
+
+/// Polls `cond` until it holds or `limit` passes.
+pub fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    cond()
+}
+
+/// Whether anything of VM `dir` is left on the host.
+pub fn dir_gone(dir: &Path) -> bool {
+    !dir.exists()
+}
+
+/// Lists processes whose command line mentions `needle` (used to find leaked QEMUs).
+pub fn processes_mentioning(needle: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(needle) && process_alive(pid) {
+            pids.push(pid);
+        }
+    }
+    pids
+}

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh Debian 12 machine: install, build, set up (the kernel build
+# takes ~7 minutes the first time, then is cached), then every test. VM tests boot real VMs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/install-deps.sh
+./scripts/build.sh
+target/release/smolvm setup
+cargo test --release --workspace

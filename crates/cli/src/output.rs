@@ -25,6 +25,7 @@ fn classify(err: &anyhow::Error) -> (&'static str, i32, Option<String>) {
         E::InvalidConfig { .. } | E::InvalidEnv(_) => ("invalid_input", EXIT_INVALID, None),
         E::VmNotRunning { .. } => ("vm_not_running", 1, None),
         E::Timeout { .. } => ("timeout", EXIT_TIMEOUT, None),
+        E::Cancelled { .. } => ("cancelled", 130, None),
         E::MissingFile { .. } => (
             "missing_file",
             EXIT_START_FAILED,

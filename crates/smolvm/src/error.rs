@@ -40,6 +40,14 @@ pub enum Error {
         /// The VM's id.
         vm_id: String,
     },
+    /// The command was cancelled through its [`crate::run::CancelToken`]; it was killed.
+    #[error("command {command:?} was cancelled in VM {vm_id}; it was killed")]
+    Cancelled {
+        /// The command line.
+        command: String,
+        /// The VM's id.
+        vm_id: String,
+    },
     /// A file the VM needs (kernel, image, QEMU, the supervisor binary...) is missing.
     #[error("{what} not found at {path}; {hint}")]
     MissingFile {

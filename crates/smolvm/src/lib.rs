@@ -32,5 +32,5 @@ pub mod vm;
 pub use config::{ValidConfig, VmConfig, DEFAULT_BOOT_ARGS};
 pub use dirs::DataDir;
 pub use error::{Error, Result};
-pub use run::{CommandResult, Output, RunOptions, Shell};
+pub use run::{CancelToken, CommandResult, Output, RunOptions, Shell};
 pub use vm::{SmolVm, VmState};

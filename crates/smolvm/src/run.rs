@@ -1,6 +1,8 @@
 //! Options and results of running a command.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use smolvm_protocol::Shell;
@@ -19,6 +21,9 @@ pub struct RunOptions {
     pub env: BTreeMap<String, String>,
     /// Working directory in the guest (default `/root`).
     pub cwd: Option<String>,
+    /// Cancels the command from another thread (e.g. on Ctrl-C): its process group is killed
+    /// and the call returns [`crate::Error::Cancelled`].
+    pub cancel: Option<CancelToken>,
 }
 
 impl Default for RunOptions {
@@ -28,7 +33,37 @@ impl Default for RunOptions {
             timeout: Some(DEFAULT_TIMEOUT),
             env: BTreeMap::new(),
             cwd: None,
+            cancel: None,
         }
+    }
+}
+
+/// A flag that cancels a running command when set. Cheap to clone; all clones share the flag.
+#[derive(Debug, Clone, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl PartialEq for CancelToken {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for CancelToken {}
+
+impl CancelToken {
+    /// A token that is not cancelled.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Cancels every command that watches this token.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`CancelToken::cancel`] was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
     }
 }
 

@@ -21,6 +21,9 @@ use crate::supervisor::LaunchSpec;
 /// How long `stop()` waits for a clean guest shutdown before QEMU is killed.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
 
+/// How often a command with a cancel token checks it.
+const CANCEL_POLL: Duration = Duration::from_millis(50);
+
 /// Extra host-side wait beyond a command's own timeout, for the guest to report it.
 const TIMEOUT_SLACK: Duration = Duration::from_secs(30);
 
@@ -265,10 +268,24 @@ impl SmolVm {
         });
         let call = conn.start_request(&request)?;
         let deadline = options.timeout.map(|t| Instant::now() + t + TIMEOUT_SLACK);
+        let kill = || call.send(FrameKind::Signal, libc::SIGKILL.to_le_bytes().to_vec());
         loop {
-            let Some(frame) = call.next(deadline)? else {
-                let _ = call.send(FrameKind::Signal, libc::SIGKILL.to_le_bytes().to_vec());
-                return Err(self.timeout_error(command, options));
+            // With a cancel token, wake up regularly to look at it.
+            let wake = match &options.cancel {
+                Some(_) => Some(deadline.map_or(Instant::now() + CANCEL_POLL, |d| d.min(Instant::now() + CANCEL_POLL))),
+                None => deadline,
+            };
+            let frame = call.next(wake)?;
+            if options.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
+                let _ = kill();
+                return Err(Error::Cancelled { command: command.into(), vm_id: self.config.vm_id.clone() });
+            }
+            let Some(frame) = frame else {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    let _ = kill();
+                    return Err(self.timeout_error(command, options));
+                }
+                continue;
             };
             match frame.kind {
                 FrameKind::Stdout => sink(Output::Stdout(&frame.payload)),

@@ -9,6 +9,7 @@ mod env;
 mod exec;
 mod init;
 mod port;
+mod printenv;
 mod reaper;
 mod server;
 mod sys;
@@ -16,6 +17,14 @@ mod sys;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Busybox-static has no `printenv`; the image links it to this binary.
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    if std::path::Path::new(&argv0)
+        .file_name()
+        .is_some_and(|n| n == "printenv")
+    {
+        return printenv::main();
+    }
     let pid1 = std::process::id() == 1;
     if pid1 {
         init::prepare_guest();

@@ -272,13 +272,18 @@ impl SmolVm {
         loop {
             // With a cancel token, wake up regularly to look at it.
             let wake = match &options.cancel {
-                Some(_) => Some(deadline.map_or(Instant::now() + CANCEL_POLL, |d| d.min(Instant::now() + CANCEL_POLL))),
+                Some(_) => Some(deadline.map_or(Instant::now() + CANCEL_POLL, |d| {
+                    d.min(Instant::now() + CANCEL_POLL)
+                })),
                 None => deadline,
             };
             let frame = call.next(wake)?;
             if options.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
                 let _ = kill();
-                return Err(Error::Cancelled { command: command.into(), vm_id: self.config.vm_id.clone() });
+                return Err(Error::Cancelled {
+                    command: command.into(),
+                    vm_id: self.config.vm_id.clone(),
+                });
             }
             let Some(frame) = frame else {
                 if deadline.is_some_and(|d| Instant::now() >= d) {

@@ -25,6 +25,9 @@ fi
 const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\n";
 const GROUP: &str = "root:x:0:\ntty:x:5:\n";
 
+/// Bumped whenever the list of entries changes, so that `setup` rebuilds the image.
+const LAYOUT: &[u8] = b"layout-2";
+
 /// Where busybox-static installs its binary.
 pub const BUSYBOX: &str = "/bin/busybox";
 
@@ -146,8 +149,13 @@ pub fn build(data: &DataDir, agent: &Path, progress: &dyn Progress) -> Result<bo
     let busybox_bytes = read(busybox, "busybox (package busybox-static)")?;
     require_static(&busybox_bytes, busybox)?;
     let version = env!("CARGO_PKG_VERSION").as_bytes();
-    let minimal_hash =
-        image::hash_inputs(&[version, &agent_bytes, &busybox_bytes, PROFILE.as_bytes()]);
+    let minimal_hash = image::hash_inputs(&[
+        version,
+        LAYOUT,
+        &agent_bytes,
+        &busybox_bytes,
+        PROFILE.as_bytes(),
+    ]);
     let floor_hash = image::hash_inputs(&[version, &agent_bytes]);
     let mut rebuilt = false;
 
@@ -180,6 +188,11 @@ pub fn build(data: &DataDir, agent: &Path, progress: &dyn Progress) -> Result<bo
                 target: "/bin/busybox".into(),
             });
         }
+        // Busybox-static has no printenv applet; the agent answers to that name.
+        entries.push(Entry::Symlink {
+            path: "usr/bin/printenv".into(),
+            target: "/init".into(),
+        });
         entries.push(Entry::File {
             path: "etc/profile".into(),
             mode: 0o644,

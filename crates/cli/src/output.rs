@@ -24,6 +24,7 @@ fn classify(err: &anyhow::Error) -> (&'static str, i32, Option<String>) {
     match err {
         E::InvalidConfig { .. } | E::InvalidEnv(_) => ("invalid_input", EXIT_INVALID, None),
         E::VmNotRunning { .. } => ("vm_not_running", 1, None),
+        E::NotFound { .. } => ("not_found", 3, Some("smolvm ls --all".into())),
         E::Timeout { .. } => ("timeout", EXIT_TIMEOUT, None),
         E::Cancelled { .. } => ("cancelled", 130, None),
         E::MissingFile { .. } => (

@@ -48,6 +48,16 @@ pub enum Error {
         /// The VM's id.
         vm_id: String,
     },
+    /// No sandbox, image or file by that name.
+    #[error("no {what} named {name:?}; {hint}")]
+    NotFound {
+        /// What was looked for.
+        what: &'static str,
+        /// The name given.
+        name: String,
+        /// How to see what exists.
+        hint: String,
+    },
     /// A file the VM needs (kernel, image, QEMU, the supervisor binary...) is missing.
     #[error("{what} not found at {path}; {hint}")]
     MissingFile {

@@ -25,7 +25,9 @@ pub mod image;
 pub mod launch;
 pub mod paths;
 pub mod run;
+pub mod sandbox;
 pub mod setup;
+pub mod store;
 pub mod supervisor;
 pub mod vm;
 

@@ -47,6 +47,14 @@ impl VmPaths {
     pub fn exit_record(&self) -> PathBuf {
         self.dir.join("exit.json")
     }
+    /// QEMU's pid, written by the supervisor.
+    pub fn qemu_pid(&self) -> PathBuf {
+        self.dir.join("qemu.pid")
+    }
+    /// Managed environment variables saved at stop, restored at the next start.
+    pub fn saved_env(&self) -> PathBuf {
+        self.dir.join("env.json")
+    }
     /// The supervisor's pid.
     pub fn supervisor_pid(&self) -> PathBuf {
         self.dir.join("supervisor.pid")

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::process::{Child, ChildStdin};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use smolvm_protocol::{
     validate_env_key, validate_env_value, ErrorKind, ExecRequest, FrameKind, Request, Response,
@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::launch::{self, Launcher};
 use crate::paths::VmPaths;
 use crate::run::{CommandResult, Output, RunOptions};
+use crate::store::{Record, Store};
 use crate::supervisor::LaunchSpec;
 
 /// How long `stop()` waits for a clean guest shutdown before QEMU is killed.
@@ -58,11 +59,21 @@ impl std::fmt::Display for VmState {
     }
 }
 
+/// The supervisor process of a running VM.
+enum SupervisorProcess {
+    /// Started by this handle and reaped here. Dropping `owner_pipe` tells an ephemeral VM's
+    /// supervisor that its owner is gone.
+    Child {
+        child: Child,
+        owner_pipe: Option<ChildStdin>,
+    },
+    /// Started by another process (a handle from [`SmolVm::attach`]).
+    Detached(u32),
+}
+
 struct Running {
     conn: Arc<Connection>,
-    supervisor: Child,
-    /// Dropping this tells the supervisor its owner is gone.
-    owner_pipe: Option<ChildStdin>,
+    supervisor: SupervisorProcess,
 }
 
 struct Inner {
@@ -70,7 +81,12 @@ struct Inner {
     running: Option<Running>,
 }
 
-/// A sandbox VM owned by this handle: dropping the handle stops and deletes the VM.
+/// A sandbox VM.
+///
+/// A VM made with [`SmolVm::new`] is ephemeral and owned by its handle: dropping the handle
+/// (or the owning process dying) stops and deletes it. One made with
+/// [`SmolVm::new_persistent`], or reached with [`SmolVm::attach`], lives on its own until
+/// `stop`/`delete` and keeps its environment variables across stop/start.
 ///
 /// All methods take `&self`, so one VM can be shared between threads (`Arc<SmolVm>`) and
 /// serve several commands at once.
@@ -79,6 +95,9 @@ pub struct SmolVm {
     data: DataDir,
     paths: VmPaths,
     launcher: Launcher,
+    persistent: bool,
+    /// Stop and delete the VM when the handle is dropped.
+    owned: bool,
     inner: Mutex<Inner>,
 }
 
@@ -90,6 +109,16 @@ impl SmolVm {
 
     /// Like [`SmolVm::new`], with an explicit data directory.
     pub fn with_data_dir(config: VmConfig, data: DataDir) -> Result<Self> {
+        Self::build(config, data, false)
+    }
+
+    /// A persistent, named sandbox (not started yet): it outlives this handle and this
+    /// process, until [`SmolVm::delete`]. Its name is `config.vm_id`.
+    pub fn new_persistent(config: VmConfig, data: DataDir) -> Result<Self> {
+        Self::build(config, data, true)
+    }
+
+    fn build(config: VmConfig, data: DataDir, persistent: bool) -> Result<Self> {
         let config = config.validate(&data)?;
         // Fail here, with the install hint, rather than inside the supervisor.
         crate::backend::qemu::find_qemu()?;
@@ -103,11 +132,63 @@ impl SmolVm {
             data,
             paths,
             launcher: Launcher::find()?,
+            persistent,
+            owned: !persistent,
             inner: Mutex::new(Inner {
                 state: VmState::Created,
                 running: None,
             }),
         })
+    }
+
+    /// Connects to an existing sandbox by name or id, from any process. The handle does not
+    /// own the sandbox: dropping it leaves the sandbox as it is.
+    pub fn attach(name_or_id: &str) -> Result<Self> {
+        Self::attach_in(DataDir::from_env(), name_or_id)
+    }
+
+    /// Like [`SmolVm::attach`], with an explicit data directory.
+    pub fn attach_in(data: DataDir, name_or_id: &str) -> Result<Self> {
+        let info = crate::sandbox::find(&data, name_or_id)?;
+        let paths = VmPaths::new(data.vm_dir(&info.record.name));
+        let spec: LaunchSpec = std::fs::read(paths.spec())
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| Error::NotFound {
+                what: "sandbox configuration",
+                name: info.record.name.clone(),
+                hint: format!(
+                    "its files are gone; remove it with `smolvm rm {}`",
+                    info.record.name
+                ),
+            })?;
+        let vm = Self {
+            config: spec.config,
+            data,
+            paths,
+            launcher: Launcher::find()?,
+            persistent: info.record.persistent,
+            owned: false,
+            inner: Mutex::new(Inner {
+                state: VmState::Stopped,
+                running: None,
+            }),
+        };
+        if let (Some(pid), "running") = (info.supervisor_pid, info.state.as_str()) {
+            let conn = Connection::connect(&vm.paths.api_socket(), &vm.config.vm_id)?;
+            let mut inner = vm.lock();
+            inner.running = Some(Running {
+                conn: Arc::new(conn),
+                supervisor: SupervisorProcess::Detached(pid),
+            });
+            inner.state = VmState::Running;
+        }
+        Ok(vm)
+    }
+
+    /// Whether the sandbox outlives its handle.
+    pub fn is_persistent(&self) -> bool {
+        self.persistent
     }
 
     /// Validates `config` and starts the VM.
@@ -156,36 +237,17 @@ impl SmolVm {
             VmState::Deleted => return Err(self.not_running("Cannot start", VmState::Deleted)),
             VmState::Created | VmState::Stopped => {}
         }
-        let dir = self.paths.dir();
-        if dir.exists() {
-            return Err(Error::InvalidConfig {
-                field: "vm_id",
-                reason: format!(
-                    "a VM called {:?} already exists ({}); choose another id",
-                    self.config.vm_id,
-                    dir.display()
-                ),
-            });
+        let restart =
+            self.persistent && inner.state == VmState::Stopped && self.paths.spec().is_file();
+        if !restart {
+            self.register()?;
         }
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-        let spec = LaunchSpec {
-            config: self.config.clone(),
-            data_dir: self.data.root().to_path_buf(),
-            ephemeral: true,
-        };
-        let written = crate::fsutil::write_atomic(
-            &self.paths.spec(),
-            &serde_json::to_vec_pretty(&spec).expect("serialises"),
-        );
-        if let Err(e) = written {
-            let _ = std::fs::remove_dir_all(dir);
-            return Err(Error::io("writing vm.json", e));
-        }
-        let started = match launch::start(&self.launcher, &self.paths, &self.config.vm_id, true) {
+        let started = match self.launch(restart) {
             Ok(started) => started,
             Err(e) => {
-                let _ = std::fs::remove_dir_all(dir);
+                if !restart {
+                    self.unregister();
+                }
                 return Err(e);
             }
         };
@@ -196,18 +258,94 @@ impl SmolVm {
                 drop(started.owner_pipe);
                 let _ = child.kill();
                 let _ = child.wait();
-                let _ = std::fs::remove_dir_all(dir);
+                if !restart {
+                    self.unregister();
+                }
                 return Err(e);
             }
         };
         tracing::info!(vm = %self.config.vm_id, boot_ms = ?started.ready.boot_ms, "VM running");
+        let supervisor = SupervisorProcess::Child {
+            child: started.child,
+            owner_pipe: started.owner_pipe,
+        };
         inner.running = Some(Running {
             conn: Arc::new(conn),
-            supervisor: started.child,
-            owner_pipe: started.owner_pipe,
+            supervisor,
         });
         inner.state = VmState::Running;
         Ok(())
+    }
+
+    /// Claims the name in the registry and creates the VM's directory.
+    fn register(&self) -> Result<()> {
+        let record = Record {
+            id: format!("vm-{:08x}", crate::host::random_u64() as u32),
+            name: self.config.vm_id.clone(),
+            image: self.config.image.clone(),
+            memory_mib: self.config.mem_size_mib,
+            cpus: self.config.vcpu_count,
+            persistent: self.persistent,
+            created_at: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        };
+        Store::open(&self.data)?
+            .insert(&record)
+            .map_err(|e| match e {
+                Error::InvalidConfig { reason, .. } => Error::InvalidConfig {
+                    field: "vm_id",
+                    reason,
+                },
+                other => other,
+            })?;
+        let dir = self.paths.dir();
+        // The name was free in the registry, so anything left here is debris of a crash.
+        let _ = std::fs::remove_dir_all(dir);
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            self.unregister();
+            return Err(Error::io(format!("creating {}", dir.display()), e));
+        }
+        Ok(())
+    }
+
+    /// Undoes [`SmolVm::register`].
+    fn unregister(&self) {
+        let _ = std::fs::remove_dir_all(self.paths.dir());
+        if let Ok(store) = Store::open(&self.data) {
+            let _ = store.remove(&self.config.vm_id);
+        }
+    }
+
+    /// Writes the launch spec and starts the supervisor.
+    fn launch(&self, restart: bool) -> Result<launch::Started> {
+        let mut config = self.config.clone();
+        if restart {
+            let _ = std::fs::remove_file(self.paths.exit_record());
+            // Variables saved at the last stop are the current truth for a RAM-backed guest.
+            let saved = std::fs::read(self.paths.saved_env())
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            if let Some(saved) = saved {
+                config.env_vars = saved;
+            }
+        }
+        let spec = LaunchSpec {
+            config,
+            data_dir: self.data.root().to_path_buf(),
+            ephemeral: !self.persistent,
+        };
+        crate::fsutil::write_atomic(
+            &self.paths.spec(),
+            &serde_json::to_vec_pretty(&spec).expect("serialises"),
+        )
+        .map_err(|e| Error::io("writing vm.json", e))?;
+        launch::start(
+            &self.launcher,
+            &self.paths,
+            &self.config.vm_id,
+            !self.persistent,
+        )
     }
 
     fn not_running(&self, action: &'static str, state: VmState) -> Error {
@@ -424,41 +562,57 @@ impl SmolVm {
             inner.state = VmState::Stopped;
             inner.running.take()
         };
-        let Some(mut running) = running else {
+        let Some(running) = running else {
             return Ok(());
         };
-        let _ = running.conn.call(
-            &Request::Stop {
-                grace_ms: STOP_GRACE.as_millis() as u64,
-            },
-            Some(Duration::from_secs(5)),
-        );
-        drop(running.owner_pipe.take());
+        let stop = Request::Stop {
+            grace_ms: STOP_GRACE.as_millis() as u64,
+        };
+        let _ = running.conn.call(&stop, Some(Duration::from_secs(10)));
         // The supervisor exits once QEMU is gone; give it the grace plus margin, then kill it.
         let deadline = Instant::now() + STOP_GRACE + Duration::from_secs(5);
-        loop {
-            match running.supervisor.try_wait() {
-                Ok(Some(_)) | Err(_) => break,
-                Ok(None) if Instant::now() > deadline => {
-                    tracing::warn!(vm = %self.config.vm_id, "supervisor did not exit; killing it");
-                    let _ = running.supervisor.kill();
-                    let _ = running.supervisor.wait();
-                    break;
+        match running.supervisor {
+            SupervisorProcess::Child {
+                mut child,
+                owner_pipe,
+            } => {
+                drop(owner_pipe);
+                loop {
+                    match child.try_wait() {
+                        Ok(Some(_)) | Err(_) => break,
+                        Ok(None) if Instant::now() > deadline => {
+                            tracing::warn!(vm = %self.config.vm_id, "supervisor did not exit; killing it");
+                            let _ = child.kill();
+                            let _ = child.wait();
+                            break;
+                        }
+                        Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+                    }
                 }
-                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            }
+            SupervisorProcess::Detached(pid) => {
+                while crate::sandbox::pid_alive(pid) {
+                    if Instant::now() > deadline {
+                        // SAFETY: kill with plain integers; the pid is this VM's supervisor.
+                        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
             }
         }
         Ok(())
     }
 
-    /// Stops the VM if needed and removes everything it left on the host.
+    /// Stops the VM if needed and removes everything it left on the host: processes, sockets,
+    /// files and its registry entry.
     pub fn delete(&self) -> Result<()> {
         self.stop()?;
         let mut inner = self.lock();
         if inner.state == VmState::Deleted {
             return Ok(());
         }
-        // A VM that never started owns no directory (and another VM may use the same id).
+        // A VM that never started owns no directory (another VM may use the same name).
         if inner.state == VmState::Stopped {
             match std::fs::remove_dir_all(self.paths.dir()) {
                 Ok(()) => {}
@@ -470,6 +624,7 @@ impl SmolVm {
                     ))
                 }
             }
+            Store::open(&self.data)?.remove(&self.config.vm_id)?;
         }
         inner.state = VmState::Deleted;
         Ok(())
@@ -478,6 +633,9 @@ impl SmolVm {
 
 impl Drop for SmolVm {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         if let Err(e) = self.delete() {
             tracing::warn!(vm = %self.config.vm_id, "cleanup on drop failed: {e}");
         }

@@ -84,6 +84,8 @@ pub(crate) struct Supervisor {
     /// Set once a stop was asked for (by a client, or because the owner left).
     pub(crate) stopping: AtomicBool,
     pub(crate) qemu_exited: AtomicBool,
+    /// Persistent sandboxes save their managed variables at stop (see [`save_env`]).
+    pub(crate) persistent_env: Option<PathBuf>,
 }
 
 impl Supervisor {
@@ -94,6 +96,9 @@ impl Supervisor {
             return;
         }
         tracing::info!("stopping VM {} (grace {grace:?})", self.vm_id);
+        if let Some(path) = &self.persistent_env {
+            save_env(self, path);
+        }
         let _ = self.router.request_internal(&Request::Shutdown);
         let this = Arc::clone(self);
         std::thread::spawn(move || {
@@ -187,12 +192,16 @@ fn finish(paths: &VmPaths, spec: &LaunchSpec, state: &str, reason: &str) {
         paths.api_socket(),
         paths.channel_socket(),
         paths.qmp_socket(),
+        paths.qemu_pid(),
         paths.supervisor_pid(),
     ] {
         let _ = std::fs::remove_file(path);
     }
     if spec.ephemeral {
         let _ = std::fs::remove_dir_all(paths.dir());
+        if let Ok(store) = crate::store::Store::open(&DataDir::at(&spec.data_dir)) {
+            let _ = store.remove(&spec.config.vm_id);
+        }
         return;
     }
     let at_unix = SystemTime::now()
@@ -272,6 +281,7 @@ fn boot(
         .map_err(|e| format!("cannot start QEMU: {e}"))?;
     let qemu_pid = qemu.id();
     let mut guard = KillOnDrop(Some(qemu));
+    let _ = std::fs::write(paths.qemu_pid(), qemu_pid.to_string());
     tracing::info!("VM {}: QEMU pid {qemu_pid}", config.vm_id);
 
     let stream = accept_channel(&channel, guard.0.as_mut().expect("child"), paths)?;
@@ -290,6 +300,7 @@ fn boot(
         router,
         stopping: AtomicBool::new(false),
         qemu_exited: AtomicBool::new(false),
+        persistent_env: (!spec.ephemeral).then(|| paths.saved_env()),
     });
     let pump = Arc::clone(&supervisor);
     std::thread::Builder::new()
@@ -332,6 +343,29 @@ fn watch_owner(supervisor: &Arc<Supervisor>) {
     while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
     tracing::info!("VM {}: owner went away", supervisor.vm_id);
     supervisor.begin_stop(Duration::from_secs(3));
+}
+
+/// Saves the guest's managed variables, so that a persistent sandbox whose root filesystem
+/// lives in RAM gets them back at its next start.
+fn save_env(supervisor: &Supervisor, path: &Path) {
+    let Ok(replies) = supervisor.router.request_internal(&Request::EnvList) else {
+        return;
+    };
+    match replies
+        .recv_timeout(Duration::from_secs(5))
+        .map(|f| f.to_response())
+    {
+        Ok(Ok(Response::EnvVars { vars })) => {
+            let json = serde_json::to_vec(&vars).expect("serialises");
+            if let Err(e) = crate::fsutil::write_atomic(path, &json) {
+                tracing::warn!(
+                    "cannot save environment variables to {}: {e}",
+                    path.display()
+                );
+            }
+        }
+        other => tracing::warn!("cannot read environment variables before stop: {other:?}"),
+    }
 }
 
 /// Waits for QEMU to connect the guest channel.

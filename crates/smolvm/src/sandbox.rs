@@ -1,0 +1,159 @@
+//! What a sandbox is doing right now, read from its directory and `/proc` only — never from a
+//! socket — so that listing sandboxes cannot hang on a dead VM.
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::dirs::DataDir;
+use crate::error::{Error, Result};
+use crate::paths::VmPaths;
+use crate::store::{Record, Store};
+use crate::supervisor::ExitRecord;
+
+/// A sandbox with its live state.
+#[derive(Debug, Clone, Serialize)]
+pub struct SandboxInfo {
+    /// The registry entry.
+    #[serde(flatten)]
+    pub record: Record,
+    /// `running`, `stopped`, `crashed` or `failed`.
+    pub state: String,
+    /// Why it is not running, when known.
+    pub reason: Option<String>,
+    /// The supervisor's pid while running.
+    pub supervisor_pid: Option<u32>,
+    /// QEMU's pid while running.
+    pub qemu_pid: Option<u32>,
+    /// Seconds since it started, while running.
+    pub uptime_secs: Option<u64>,
+}
+
+/// Reads a pid file; `None` when absent or malformed.
+pub fn read_pid(path: &Path) -> Option<u32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Whether `pid` is a live process (not a zombie).
+pub fn pid_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses and may contain spaces.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// The live state of `record`.
+pub fn inspect(data: &DataDir, record: Record) -> SandboxInfo {
+    let paths = VmPaths::new(data.vm_dir(&record.name));
+    let mut info = SandboxInfo {
+        record,
+        state: "stopped".into(),
+        reason: None,
+        supervisor_pid: None,
+        qemu_pid: None,
+        uptime_secs: None,
+    };
+    if let Some(pid) = read_pid(&paths.supervisor_pid()) {
+        if pid_alive(pid) {
+            info.state = "running".into();
+            info.supervisor_pid = Some(pid);
+            info.qemu_pid = read_pid(&paths.qemu_pid()).filter(|p| pid_alive(*p));
+            info.uptime_secs = std::fs::metadata(paths.supervisor_pid())
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| SystemTime::now().duration_since(t).ok())
+                .map(|d| d.as_secs());
+            return info;
+        }
+        info.state = "crashed".into();
+        info.reason = Some(format!(
+            "its supervisor (pid {pid}) died; `smolvm rm {}` cleans it up",
+            info.record.name
+        ));
+        return info;
+    }
+    let exit: Option<ExitRecord> = std::fs::read(paths.exit_record())
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    if let Some(exit) = exit {
+        info.state = exit.state;
+        info.reason = Some(exit.reason);
+    } else if !paths.dir().exists() {
+        info.state = "crashed".into();
+        info.reason = Some("its files are gone".into());
+    }
+    info
+}
+
+/// Every sandbox with its live state. Ephemeral sandboxes whose owner cleaned up are dropped
+/// from the registry on the way.
+pub fn list(data: &DataDir) -> Result<Vec<SandboxInfo>> {
+    let store = Store::open(data)?;
+    let mut out = Vec::new();
+    for record in store.list()? {
+        if !record.persistent && !data.vm_dir(&record.name).exists() {
+            store.remove(&record.id)?;
+            continue;
+        }
+        out.push(inspect(data, record));
+    }
+    Ok(out)
+}
+
+/// The sandbox called `name_or_id`, or an error that says how to see the existing ones.
+pub fn find(data: &DataDir, name_or_id: &str) -> Result<SandboxInfo> {
+    let store = Store::open(data)?;
+    match store.find(name_or_id)? {
+        Some(record) => Ok(inspect(data, record)),
+        None => Err(Error::NotFound {
+            what: "sandbox",
+            name: name_or_id.to_string(),
+            hint: "list sandboxes with `smolvm ls --all`".into(),
+        }),
+    }
+}
+
+/// Removes what is left of a sandbox that is not running: kills stray processes of a crashed
+/// one, then deletes its directory and its registry entry.
+pub fn purge(data: &DataDir, info: &SandboxInfo) -> Result<()> {
+    let paths = VmPaths::new(data.vm_dir(&info.record.name));
+    for pid in [
+        read_pid(&paths.supervisor_pid()),
+        read_pid(&paths.qemu_pid()),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if pid_alive(pid) && process_belongs_to(pid, paths.dir()) {
+            // SAFETY: kill with plain integers; the process was checked to be this sandbox's.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    }
+    match std::fs::remove_dir_all(paths.dir()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(format!("removing {}", paths.dir().display()), e)),
+    }
+    Store::open(data)?.remove(&info.record.id)
+}
+
+/// Whether `pid`'s command line names `dir` (guards against killing a recycled pid).
+fn process_belongs_to(pid: u32, dir: &Path) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&dir.display().to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_process_is_alive_and_a_dead_pid_is_not() {
+        assert!(pid_alive(std::process::id()));
+        assert!(!pid_alive(u32::MAX - 1));
+    }
+}

@@ -14,9 +14,9 @@ pub struct Cli {
     pub command: Command,
 }
 
-const EXIT_CODES: &str =
-    "Exit codes: 0 success; `run` passes the command's own exit code through; \
-1 error; 2 invalid input; 124 command timed out; 125 the sandbox could not be started.";
+const EXIT_CODES: &str = "Exit codes: 0 success; `run` and `exec` pass the command's own exit \
+code through; 1 error; 2 invalid input; 3 no such sandbox; 4 sandbox not running; 124 command timed \
+out; 125 the sandbox could not be started; 130 interrupted.";
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
@@ -29,6 +29,139 @@ pub enum Command {
     Run(RunArgs),
     /// Measure boot, command round trip, memory, and environment operations against their floors.
     Bench(BenchArgs),
+    /// Create and start a named sandbox that keeps running after this command exits.
+    Create(CreateArgs),
+    /// List sandboxes (running ones; --all for every one).
+    Ls(LsArgs),
+    /// Show one sandbox.
+    Info(NameArg),
+    /// Start a stopped sandbox.
+    Start(NameArg),
+    /// Stop a sandbox (clean guest shutdown, forced after 5 s); its configuration and
+    /// environment variables are kept.
+    Stop(NameArg),
+    /// Stop and start a sandbox.
+    Restart(NameArg),
+    /// Remove sandboxes. A running sandbox is refused unless --force (which stops it first).
+    Rm(RmArgs),
+    /// Run a command line in a running sandbox, streaming its output.
+    Exec(ExecArgs),
+    /// Manage a sandbox's environment variables (seen by login shells).
+    #[command(subcommand)]
+    Env(EnvCommand),
+    /// Show a sandbox's guest console and supervisor log.
+    Logs(LogsArgs),
+}
+
+/// A sandbox name or id.
+#[derive(Debug, Args)]
+pub struct NameArg {
+    /// Sandbox name (or id).
+    pub name: String,
+}
+
+/// `smolvm create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Name: 1-63 of a-z, 0-9 and '-', starting with a letter or digit (default: a generated
+    /// name such as `brave-otter-0412`). It is also the guest's hostname.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Image to boot (see `smolvm doctor`; default: minimal).
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Sizing.
+    #[command(flatten)]
+    pub size: SizeArgs,
+    /// Environment variable in place before the first command, repeatable.
+    #[arg(long = "env", short = 'e', value_name = "K=V")]
+    pub env: Vec<String>,
+}
+
+/// `smolvm ls`.
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Include sandboxes that are not running.
+    #[arg(long, short = 'a')]
+    pub all: bool,
+}
+
+/// `smolvm rm`.
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Sandboxes to remove.
+    #[arg(required_unless_present = "all")]
+    pub names: Vec<String>,
+    /// Stop running sandboxes first instead of refusing.
+    #[arg(long, short = 'f')]
+    pub force: bool,
+    /// Remove every sandbox.
+    #[arg(long, conflicts_with = "names")]
+    pub all: bool,
+}
+
+/// `smolvm exec`.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Sandbox name (or id).
+    pub name: String,
+    /// Use a raw shell (`sh -c`): no profile, no managed variables.
+    #[arg(long)]
+    pub raw: bool,
+    /// Kill the command after this many seconds (default: no limit).
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<f64>,
+    /// Extra variable for this command only, repeatable.
+    #[arg(long = "env", short = 'e', value_name = "K=V")]
+    pub env: Vec<String>,
+    /// The command line: words are joined with spaces and parsed by the guest shell.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+/// `smolvm env ...`.
+#[derive(Debug, Subcommand)]
+pub enum EnvCommand {
+    /// Set variables (merged into the current ones unless --replace).
+    Set {
+        /// Sandbox name (or id).
+        name: String,
+        /// Variables as KEY=VALUE.
+        #[arg(required = true, value_name = "K=V")]
+        pairs: Vec<String>,
+        /// Replace all variables instead of merging.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// List the managed variables (values masked unless --show-values).
+    List {
+        /// Sandbox name (or id).
+        name: String,
+        /// Print the values instead of masking them.
+        #[arg(long)]
+        show_values: bool,
+    },
+    /// Remove variables; prints the ones that existed.
+    Unset {
+        /// Sandbox name (or id).
+        name: String,
+        /// Variable names.
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+}
+
+/// `smolvm logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Sandbox name (or id).
+    pub name: String,
+    /// Keep printing new lines until the sandbox stops.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Only the last N lines of each log.
+    #[arg(long, value_name = "N")]
+    pub tail: Option<usize>,
 }
 
 /// `smolvm setup`.

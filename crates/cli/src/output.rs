@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 use serde_json::json;
+use smolvm::protocol::ErrorKind as smolvm_protocol_kind;
 
 /// Exit code for invalid input.
 pub const EXIT_INVALID: i32 = 2;
@@ -15,15 +16,41 @@ pub fn print_json<T: Serialize>(data: &T) {
     println!("{}", json!({ "ok": true, "data": data }));
 }
 
+/// An error the CLI itself raises, with its code, exit code and the command that fixes it.
+#[derive(Debug)]
+pub struct Failure {
+    /// Machine-readable code.
+    pub code: &'static str,
+    /// Process exit code.
+    pub exit: i32,
+    /// What went wrong.
+    pub message: String,
+    /// The command that fixes it.
+    pub hint: Option<String>,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Failure {}
+
 /// A stable machine-readable code, the exit code, and a hint for an error.
 fn classify(err: &anyhow::Error) -> (&'static str, i32, Option<String>) {
+    if let Some(failure) = err.downcast_ref::<Failure>() {
+        return (failure.code, failure.exit, failure.hint.clone());
+    }
     let Some(err) = err.downcast_ref::<smolvm::Error>() else {
         return ("error", 1, None);
     };
     use smolvm::Error as E;
     match err {
         E::InvalidConfig { .. } | E::InvalidEnv(_) => ("invalid_input", EXIT_INVALID, None),
-        E::VmNotRunning { .. } => ("vm_not_running", 1, None),
+        E::VmNotRunning { vm_id, .. } => {
+            ("vm_not_running", 4, Some(format!("smolvm start {vm_id}")))
+        }
         E::NotFound { .. } => ("not_found", 3, Some("smolvm ls --all".into())),
         E::Timeout { .. } => ("timeout", EXIT_TIMEOUT, None),
         E::Cancelled { .. } => ("cancelled", 130, None),
@@ -42,6 +69,10 @@ fn classify(err: &anyhow::Error) -> (&'static str, i32, Option<String>) {
             EXIT_START_FAILED,
             Some("smolvm doctor".into()),
         ),
+        E::Guest {
+            kind: smolvm_protocol_kind::Validation,
+            ..
+        } => ("invalid_input", EXIT_INVALID, None),
         E::Guest { .. } => ("guest_error", 1, None),
         E::Disconnected { .. } => ("disconnected", 1, None),
         E::Protocol { .. } => ("protocol_error", 1, None),

@@ -1,20 +1,10 @@
 //! The `smolvm` binary as a user types it: real VMs, real processes.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
 use std::time::{Duration, Instant};
 
-fn smolvm() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_smolvm"))
-}
-
-fn run(args: &[&str]) -> Output {
-    smolvm().args(args).output().expect("smolvm runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use common::{alive, pid_in, private_data_dir, run, smolvm, text, vm_dirs};
 
 #[test]
 fn run_joins_words_lets_the_guest_shell_parse_and_passes_the_exit_code() {
@@ -130,39 +120,6 @@ fn doctor_reports_each_check_in_json() {
         accel["detail"].as_str().unwrap().starts_with("kvm")
             || accel["detail"].as_str().unwrap().starts_with("tcg")
     );
-}
-
-/// A data directory of its own (sharing the built kernel and images), so that every VM in it
-/// belongs to this test.
-fn private_data_dir(name: &str) -> PathBuf {
-    let real = smolvm::DataDir::from_env();
-    let dir = std::env::temp_dir().join(format!("smolvm-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    for sub in ["kernel", "images", "host.json"] {
-        std::os::unix::fs::symlink(real.root().join(sub), dir.join(sub)).unwrap();
-    }
-    dir
-}
-
-fn vm_dirs(data: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(data.join("vms"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .collect()
-}
-
-fn pid_in(path: &Path) -> Option<i32> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
-fn alive(pid: i32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .unwrap_or_default()
-            .contains(") Z ")
 }
 
 #[test]

@@ -1,7 +1,11 @@
 //! One module per subcommand.
 
 mod doctor;
+mod env;
+mod exec;
+mod logs;
 mod run;
+mod sandbox;
 mod setup;
 
 use std::collections::BTreeMap;
@@ -18,6 +22,16 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Doctor => doctor::run(json),
         Command::Run(args) => run::run(args, json),
         Command::Bench(args) => crate::bench::run(args, json),
+        Command::Create(args) => sandbox::create(args, json),
+        Command::Ls(args) => sandbox::ls(args, json),
+        Command::Info(args) => sandbox::info(args, json),
+        Command::Start(args) => sandbox::start(args, json),
+        Command::Stop(args) => sandbox::stop(args, json),
+        Command::Restart(args) => sandbox::restart(args, json),
+        Command::Rm(args) => sandbox::rm(args, json),
+        Command::Exec(args) => exec::exec(args, json),
+        Command::Env(command) => env::env(command, json),
+        Command::Logs(args) => logs::logs(args, json),
     }
 }
 

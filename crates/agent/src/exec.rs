@@ -1,16 +1,20 @@
-//! Running one command: spawn, stream its output, enforce its timeout, report its exit.
+//! Running one command: spawn (on pipes or a terminal), stream its output, feed its stdin,
+//! enforce its timeout, report its exit.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use smolvm_protocol::{ErrorKind, ExecRequest, ExitStatus, Frame, FrameKind, Response, Shell};
+use smolvm_protocol::{
+    ErrorKind, ExecRequest, ExitStatus, Frame, FrameKind, Response, Shell, TtySize,
+};
 
-use crate::server::{ExecControl, Shared};
+use crate::server::Shared;
 use crate::sys;
 
 /// Largest output chunk sent in one frame.
@@ -19,6 +23,8 @@ const CHUNK: usize = 64 << 10;
 /// processes it left in the background (`cmd &`). Without a bound such a command would never
 /// return, as with `ssh host 'sleep 100 &'`.
 const DRAIN_GRACE: Duration = Duration::from_millis(100);
+/// What "closing stdin" means on a terminal: the EOF character (Ctrl-D).
+const TTY_EOF: u8 = 0x04;
 
 /// The environment every command starts from, before the request's own variables.
 const BASE_ENV: &[(&str, &str)] = &[
@@ -33,23 +39,49 @@ const BASE_ENV: &[(&str, &str)] = &[
     ("LANG", "C.UTF-8"),
 ];
 
+type ExecError = (ErrorKind, String);
+
 /// Runs `request` to completion, streaming output frames and then the final `Exited` response.
-pub fn run(shared: &Shared, id: u64, request: ExecRequest) {
-    let response = match spawn_and_stream(shared, id, &request) {
+/// `stdin` carries the host's stdin chunks when the request asked for stdin or a terminal.
+pub fn run(shared: &Shared, id: u64, request: ExecRequest, stdin: Option<Receiver<Vec<u8>>>) {
+    let response = match spawn_and_stream(shared, id, &request, stdin) {
         Ok(status) => Response::Exited(status),
         Err((kind, message)) => Response::error(kind, message),
     };
-    shared
-        .execs
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&id);
+    shared.close_stream(id);
     shared.respond(id, &response);
 }
 
-type ExecError = (ErrorKind, String);
+/// A pseudo-terminal pair, both ends close-on-exec.
+fn open_pty(size: TtySize) -> io::Result<(OwnedFd, OwnedFd)> {
+    let (mut master, mut slave) = (0, 0);
+    let winsize = libc::winsize {
+        ws_row: size.rows,
+        ws_col: size.cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: the out-pointers are valid; a null name and termios are allowed.
+    sys::check(unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            &winsize,
+        )
+    })?;
+    // SAFETY: openpty returned two fresh descriptors that we now own.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    for fd in [&master, &slave] {
+        // SAFETY: fcntl on a descriptor we own.
+        sys::check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) })?;
+    }
+    Ok((master, slave))
+}
 
-fn build_command(request: &ExecRequest) -> Result<Command, ExecError> {
+/// The command, and the terminal's master end when it runs on one.
+fn build_command(request: &ExecRequest) -> Result<(Command, Option<OwnedFd>), ExecError> {
     let mut command = Command::new("/bin/sh");
     command.arg(match request.shell {
         Shell::Login => "-lc",
@@ -58,39 +90,68 @@ fn build_command(request: &ExecRequest) -> Result<Command, ExecError> {
     command.arg(&request.command);
     command.env_clear();
     command.envs(BASE_ENV.iter().copied());
+    if request.tty.is_some() {
+        command.env("TERM", "xterm-256color");
+    }
     command.envs(&request.env);
     let cwd = request.cwd.as_deref().unwrap_or("/root");
-    if !std::path::Path::new(cwd).is_dir() {
-        if request.cwd.is_some() {
-            return Err((
-                ErrorKind::NotFound,
-                format!("working directory {cwd} does not exist in the guest"),
-            ));
-        }
-        command.current_dir("/");
-    } else {
+    if std::path::Path::new(cwd).is_dir() {
         command.current_dir(cwd);
-    }
-    command.stdin(if request.stdin {
-        Stdio::piped()
+    } else if request.cwd.is_some() {
+        return Err((
+            ErrorKind::NotFound,
+            format!("working directory {cwd} does not exist in the guest"),
+        ));
     } else {
-        Stdio::null()
-    });
-    command.stdout(Stdio::piped()).stderr(Stdio::piped());
-    // SAFETY: setsid is async-signal-safe; it makes the shell the leader of a new process group
-    // so that a timeout or signal reaches everything the command started.
-    unsafe {
-        command.pre_exec(|| sys::check(libc::setsid()).map(|_| ()));
+        command.current_dir("/");
     }
-    Ok(command)
+    let io_err = |e: io::Error| {
+        (
+            ErrorKind::Io,
+            format!("cannot set up the command's terminal: {e}"),
+        )
+    };
+    let master = match request.tty {
+        Some(size) => {
+            let (master, slave) = open_pty(size).map_err(io_err)?;
+            command.stdin(Stdio::from(slave.try_clone().map_err(io_err)?));
+            command.stdout(Stdio::from(slave.try_clone().map_err(io_err)?));
+            command.stderr(Stdio::from(slave));
+            // SAFETY: setsid and ioctl are async-signal-safe. The shell leads a new session
+            // whose controlling terminal is the pty, so Ctrl-C typed on it reaches the command.
+            unsafe {
+                command.pre_exec(|| {
+                    sys::check(libc::setsid())?;
+                    sys::check(libc::ioctl(0, libc::TIOCSCTTY, 0)).map(|_| ())
+                });
+            }
+            Some(master)
+        }
+        None => {
+            command.stdin(if request.stdin {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            });
+            command.stdout(Stdio::piped()).stderr(Stdio::piped());
+            // SAFETY: setsid is async-signal-safe; the shell leads a new process group so that
+            // a timeout or signal reaches everything the command started.
+            unsafe {
+                command.pre_exec(|| sys::check(libc::setsid()).map(|_| ()));
+            }
+            None
+        }
+    };
+    Ok((command, master))
 }
 
 fn spawn_and_stream(
     shared: &Shared,
     id: u64,
     request: &ExecRequest,
+    stdin: Option<Receiver<Vec<u8>>>,
 ) -> Result<ExitStatus, ExecError> {
-    let mut command = build_command(request)?;
+    let (mut command, master) = build_command(request)?;
     let started = Instant::now();
     let (mut child, exit_fd) = {
         let mut guard = shared.reaper.lock_for_spawn();
@@ -102,22 +163,65 @@ fn spawn_and_stream(
             .map_err(|e| (ErrorKind::Io, format!("cannot create a pipe: {e}")))?;
         (child, exit_fd)
     };
+    // The command holds the terminal's slave end; the agent must not, or the master would
+    // never see the end of output.
+    drop(command);
     let pid = child.id() as libc::pid_t;
-    let stdin = child
-        .stdin
-        .take()
-        .map(|pipe| start_stdin_writer(File::from(OwnedFd::from(pipe))));
-    shared
+    let io_err = |e: io::Error| {
+        (
+            ErrorKind::Io,
+            format!("cannot set up the command's I/O: {e}"),
+        )
+    };
+    let (outputs, stdin_target, tty_eof) = match master {
+        Some(master) => {
+            let master = Arc::new(master);
+            let reader = File::from(master.try_clone().map_err(io_err)?);
+            let writer = File::from(master.try_clone().map_err(io_err)?);
+            let pending = shared
+                .execs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_mut(&id)
+                .and_then(|control| {
+                    control.pty = Some(Arc::clone(&master));
+                    control.pending_size.take()
+                });
+            if let Some((rows, cols)) = pending {
+                set_size(&master, rows, cols);
+            }
+            (vec![(reader, FrameKind::Stdout)], Some(writer), true)
+        }
+        None => {
+            let stdout = File::from(OwnedFd::from(child.stdout.take().expect("piped stdout")));
+            let stderr = File::from(OwnedFd::from(child.stderr.take().expect("piped stderr")));
+            let pipe = child.stdin.take().map(|p| File::from(OwnedFd::from(p)));
+            (
+                vec![(stdout, FrameKind::Stdout), (stderr, FrameKind::Stderr)],
+                pipe,
+                false,
+            )
+        }
+    };
+    let early_signal = shared
         .execs
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .insert(id, ExecControl { pgid: pid, stdin });
-    let stdout = File::from(OwnedFd::from(child.stdout.take().expect("piped stdout")));
-    let stderr = File::from(OwnedFd::from(child.stderr.take().expect("piped stderr")));
+        .get_mut(&id)
+        .and_then(|control| {
+            control.pgid = pid;
+            control.pending_signal.take()
+        });
+    if let Some(signal) = early_signal {
+        let _ = sys::kill_group(pid, signal);
+    }
+    if let (Some(target), Some(chunks)) = (stdin_target, stdin) {
+        start_stdin_writer(target, chunks, tty_eof);
+    }
     let deadline = request
         .timeout_ms
         .map(|ms| started + Duration::from_millis(ms));
-    let mut pump = Pump::new(stdout, stderr, exit_fd)?;
+    let mut pump = Pump::new(outputs, exit_fd)?;
     let mut timed_out = false;
     let mut status = None;
     let mut drain_until = None;
@@ -176,23 +280,21 @@ struct PollEvents {
     exited: bool,
 }
 
-/// Non-blocking reader over the command's stdout, stderr and exit notification.
+/// Non-blocking reader over the command's outputs and its exit notification.
 struct Pump {
-    outputs: [(Option<File>, FrameKind); 2],
+    outputs: Vec<(Option<File>, FrameKind)>,
     exit_fd: Option<OwnedFd>,
     buf: Vec<u8>,
 }
 
 impl Pump {
-    fn new(stdout: File, stderr: File, exit_fd: OwnedFd) -> Result<Self, ExecError> {
-        for fd in [stdout.as_raw_fd(), stderr.as_raw_fd()] {
-            sys::set_nonblocking(fd).map_err(|e| (ErrorKind::Io, format!("fcntl: {e}")))?;
+    fn new(outputs: Vec<(File, FrameKind)>, exit_fd: OwnedFd) -> Result<Self, ExecError> {
+        for (file, _) in &outputs {
+            sys::set_nonblocking(file.as_raw_fd())
+                .map_err(|e| (ErrorKind::Io, format!("fcntl: {e}")))?;
         }
         Ok(Self {
-            outputs: [
-                (Some(stdout), FrameKind::Stdout),
-                (Some(stderr), FrameKind::Stderr),
-            ],
+            outputs: outputs.into_iter().map(|(f, k)| (Some(f), k)).collect(),
             exit_fd: Some(exit_fd),
             buf: vec![0; CHUNK],
         })
@@ -245,7 +347,8 @@ impl Pump {
         })
     }
 
-    /// Reads whatever is available on each open output and sends it; closes outputs at EOF.
+    /// Reads whatever is available on each open output and sends it; closes outputs at EOF
+    /// (or EIO, which is how a terminal's master reports that the last slave closed).
     fn forward_output(&mut self, shared: &Shared, id: u64) {
         for (slot, kind) in self.outputs.iter_mut() {
             let Some(file) = slot else { continue };
@@ -268,43 +371,119 @@ impl Pump {
     }
 }
 
-/// Writes stdin chunks on a thread of their own, so a command that does not read its stdin can
-/// never stall the frame loop. An empty chunk (or the sender going away) closes stdin.
-fn start_stdin_writer(mut pipe: File) -> mpsc::Sender<Vec<u8>> {
-    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+/// Writes all of `data` to `fd`, waiting whenever it is full. The descriptor may be
+/// non-blocking: a terminal's master shares its file status flags with the reader's copy.
+fn write_all_waiting(file: &File, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        // SAFETY: `data` is a valid buffer of the given length.
+        let n = unsafe { libc::write(file.as_raw_fd(), data.as_ptr().cast(), data.len()) };
+        if n >= 0 {
+            data = &data[n as usize..];
+            continue;
+        }
+        let err = io::Error::last_os_error();
+        match err.kind() {
+            io::ErrorKind::Interrupted => {}
+            io::ErrorKind::WouldBlock => {
+                let mut pfd = libc::pollfd {
+                    fd: file.as_raw_fd(),
+                    events: libc::POLLOUT,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd.
+                unsafe { libc::poll(&mut pfd, 1, 1000) };
+            }
+            _ => return Err(err),
+        }
+    }
+    Ok(())
+}
+
+/// Feeds stdin chunks to the command on a thread of its own, so that a command that does not
+/// read its stdin can never stall the frame loop. An empty chunk (or the host going away)
+/// closes stdin; on a terminal it types Ctrl-D instead.
+fn start_stdin_writer(target: File, chunks: Receiver<Vec<u8>>, tty: bool) {
     std::thread::spawn(move || {
-        while let Ok(chunk) = rx.recv() {
-            if chunk.is_empty() || pipe.write_all(&chunk).is_err() {
+        while let Ok(chunk) = chunks.recv() {
+            if chunk.is_empty() {
+                if tty {
+                    let _ = write_all_waiting(&target, &[TTY_EOF]);
+                    continue;
+                }
+                break;
+            }
+            if write_all_waiting(&target, &chunk).is_err() {
                 break;
             }
         }
     });
-    tx
 }
 
-/// Routes a `Stdin` frame to the command it belongs to.
+/// Routes a `Stdin` frame to the request it belongs to. The send happens outside the lock:
+/// with a full backlog it blocks the frame loop (bounded memory), but never the other workers.
 pub fn feed_stdin(shared: &Shared, id: u64, data: Vec<u8>) {
-    let mut execs = shared.execs.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(control) = execs.get_mut(&id) {
-        let close = data.is_empty();
-        if let Some(tx) = &control.stdin {
-            let _ = tx.send(data);
+    let sender = {
+        let mut execs = shared.execs.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(control) = execs.get_mut(&id) else {
+            return;
+        };
+        if data.is_empty() {
+            control.stdin.take()
+        } else {
+            control.stdin.clone()
         }
-        if close {
-            control.stdin = None;
-        }
+    };
+    if let Some(sender) = sender {
+        let _ = sender.send(data);
     }
 }
 
-/// Delivers `signal` to the process group of request `id`'s command.
+/// Delivers `signal` to the process group of request `id`'s command. For a request without a
+/// process (a file being written), any signal cancels it.
 pub fn signal(shared: &Shared, id: u64, signal: i32) {
-    let pgid = shared
-        .execs
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&id)
-        .map(|c| c.pgid);
-    if let Some(pgid) = pgid {
+    let pgid = {
+        let mut execs = shared.execs.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(control) = execs.get_mut(&id) else {
+            return;
+        };
+        if control.pgid == 0 && control.is_command {
+            // Not started yet: deliver it as soon as it is.
+            control.pending_signal = Some(signal);
+            return;
+        }
+        control.pgid
+    };
+    if pgid > 0 {
         let _ = sys::kill_group(pgid, signal);
+    } else {
+        shared.close_stream(id);
     }
+}
+
+/// Resizes request `id`'s terminal.
+pub fn resize(shared: &Shared, id: u64, rows: u16, cols: u16) {
+    let pty = {
+        let mut execs = shared.execs.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(control) = execs.get_mut(&id) else {
+            return;
+        };
+        if control.pty.is_none() {
+            control.pending_size = Some((rows, cols));
+        }
+        control.pty.clone()
+    };
+    if let Some(pty) = pty {
+        set_size(&pty, rows, cols);
+    }
+}
+
+fn set_size(pty: &OwnedFd, rows: u16, cols: u16) {
+    let winsize = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a valid winsize from the pointer.
+    unsafe { libc::ioctl(pty.as_raw_fd(), libc::TIOCSWINSZ, &winsize) };
 }

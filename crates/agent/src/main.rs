@@ -7,6 +7,7 @@
 
 mod env;
 mod exec;
+mod files;
 mod init;
 mod port;
 mod printenv;

@@ -3,7 +3,8 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufReader, Write};
-use std::sync::mpsc::Sender;
+use std::os::fd::OwnedFd;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 
 use smolvm_protocol::{
@@ -12,14 +13,53 @@ use smolvm_protocol::{
 
 use crate::port::PortReader;
 use crate::reaper::Reaper;
-use crate::{env, exec, sys};
+use crate::{env, exec, files, sys};
 
-/// What the host can still reach of a running command.
+/// What the host can still reach of a request in flight: a running command, or a file being
+/// written.
+#[derive(Default)]
 pub struct ExecControl {
-    /// Process group of the command (its shell's pid).
+    /// Process group of the command (its shell's pid); 0 before it started, and for files.
     pub pgid: libc::pid_t,
-    /// Feeds the command's stdin; `None` once closed or when stdin is `/dev/null`.
-    pub stdin: Option<Sender<Vec<u8>>>,
+    /// Feeds the command's stdin (or the file's content); `None` once closed.
+    pub stdin: Option<SyncSender<Vec<u8>>>,
+    /// The command's terminal, when it runs on one.
+    pub pty: Option<Arc<OwnedFd>>,
+    /// A terminal size that arrived before the terminal existed.
+    pub pending_size: Option<(u16, u16)>,
+    /// A command (rather than a file transfer) is behind this request.
+    pub is_command: bool,
+    /// A signal that arrived before the command had started.
+    pub pending_signal: Option<i32>,
+}
+
+/// How many stdin chunks may wait for their consumer. Bounded, so that a host writing faster
+/// than a command or the disk consumes cannot make the agent's memory grow without limit.
+const STDIN_BACKLOG: usize = 64;
+
+impl Shared {
+    /// Registers request `id` as taking stdin frames, before the frame loop reads the next
+    /// frame (which may already be its first chunk). Returns the consumer end.
+    pub fn open_stream(&self, id: u64) -> Receiver<Vec<u8>> {
+        let (tx, rx) = sync_channel(STDIN_BACKLOG);
+        let control = ExecControl {
+            stdin: Some(tx),
+            ..ExecControl::default()
+        };
+        self.execs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, control);
+        rx
+    }
+
+    /// Forgets request `id`.
+    pub fn close_stream(&self, id: u64) {
+        self.execs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
 }
 
 /// State shared by the frame loop and the workers.
@@ -50,7 +90,7 @@ impl Shared {
 }
 
 const CAPABILITIES: &[&str] = &[
-    "exec", "env", "signal", "stdin", "echo", "shutdown", "clock",
+    "exec", "env", "signal", "stdin", "echo", "shutdown", "clock", "files", "tty",
 ];
 
 /// Serves the host until the port fails for good or a shutdown is requested.
@@ -99,6 +139,11 @@ pub fn serve(port: File, reaper: Reaper) {
                     exec::signal(&shared, frame.id, signal);
                 }
             }
+            FrameKind::Resize => {
+                if let Ok((rows, cols)) = frame.to_resize() {
+                    exec::resize(&shared, frame.id, rows, cols);
+                }
+            }
             FrameKind::Response | FrameKind::Stdout | FrameKind::Stderr => {
                 eprintln!(
                     "smolvm-agent: ignoring unexpected {:?} frame from the host",
@@ -135,10 +180,26 @@ fn dispatch(shared: &Arc<Shared>, id: u64, request: Request) {
             }
         }
         Request::Exec(exec) => {
+            // Registered now, not when the command has started, so that signals and stdin
+            // that follow the request at once find it.
+            let stdin = shared.open_stream(id);
+            let wants_stdin = exec.stdin || exec.tty.is_some();
+            if let Some(control) = shared
+                .execs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_mut(&id)
+            {
+                control.is_command = true;
+                if !wants_stdin {
+                    control.stdin = None;
+                }
+            }
+            let stdin = wants_stdin.then_some(stdin);
             let worker = Arc::clone(shared);
             let spawned = std::thread::Builder::new()
                 .name(format!("exec-{id}"))
-                .spawn(move || exec::run(&worker, id, exec));
+                .spawn(move || exec::run(&worker, id, exec, stdin));
             if let Err(e) = spawned {
                 let message = format!("cannot start a worker thread: {e}");
                 shared.respond(id, &Response::error(ErrorKind::Spawn, message));
@@ -149,6 +210,25 @@ fn dispatch(shared: &Arc<Shared>, id: u64, request: Request) {
         Request::EnvSet { vars, merge } => shared.respond(id, &env::set(shared, vars, merge)),
         Request::EnvList => shared.respond(id, &env::list(shared)),
         Request::EnvUnset { keys } => shared.respond(id, &env::unset(shared, keys)),
+        Request::WriteFile {
+            path,
+            mode,
+            parents,
+        } => {
+            let content = shared.open_stream(id);
+            let worker = Arc::clone(shared);
+            spawn_worker(shared, id, move || {
+                files::write_file(&worker, id, &path, mode, parents, content)
+            });
+        }
+        request @ (Request::ReadFile { .. }
+        | Request::Stat { .. }
+        | Request::MakeDir { .. }
+        | Request::Symlink { .. }
+        | Request::ListTree { .. }) => {
+            let worker = Arc::clone(shared);
+            spawn_worker(shared, id, move || files::handle(&worker, id, request));
+        }
         Request::Shutdown => unreachable!("handled by the frame loop"),
         Request::Status | Request::Stop { .. } | Request::ChannelBench { .. } => {
             let message = format!(
@@ -157,6 +237,23 @@ fn dispatch(shared: &Arc<Shared>, id: u64, request: Request) {
             );
             shared.respond(id, &Response::error(ErrorKind::InvalidRequest, message));
         }
+    }
+}
+
+/// Runs `work` on a thread of its own, answering with an error when no thread can be made.
+fn spawn_worker(shared: &Arc<Shared>, id: u64, work: impl FnOnce() + Send + 'static) {
+    if let Err(e) = std::thread::Builder::new()
+        .name(format!("req-{id}"))
+        .spawn(work)
+    {
+        shared.close_stream(id);
+        shared.respond(
+            id,
+            &Response::error(
+                ErrorKind::Spawn,
+                format!("cannot start a worker thread: {e}"),
+            ),
+        );
     }
 }
 

@@ -33,6 +33,9 @@ pub enum FrameKind {
     Signal = 6,
     /// Raw bytes echoed back unchanged by the agent (channel benchmark).
     Echo = 7,
+    /// New terminal size of a command running on a PTY: rows then columns (u16 each, little
+    /// endian).
+    Resize = 8,
 }
 
 impl FrameKind {
@@ -45,6 +48,7 @@ impl FrameKind {
             5 => Self::Stdin,
             6 => Self::Signal,
             7 => Self::Echo,
+            8 => Self::Resize,
             other => return Err(ProtocolError::UnknownKind(other)),
         })
     }
@@ -88,6 +92,28 @@ impl Frame {
     /// A frame asking for `signal` to be delivered to request `id`'s command.
     pub fn signal(id: u64, signal: i32) -> Self {
         Self::data(id, FrameKind::Signal, signal.to_le_bytes().to_vec())
+    }
+
+    /// A frame resizing request `id`'s terminal.
+    pub fn resize(id: u64, rows: u16, cols: u16) -> Self {
+        let mut payload = rows.to_le_bytes().to_vec();
+        payload.extend_from_slice(&cols.to_le_bytes());
+        Self::data(id, FrameKind::Resize, payload)
+    }
+
+    /// Decodes the rows and columns of a [`FrameKind::Resize`] frame.
+    pub fn to_resize(&self) -> Result<(u16, u16), ProtocolError> {
+        self.expect(FrameKind::Resize, "resize")?;
+        match self.payload.as_slice() {
+            [r0, r1, c0, c1] => Ok((
+                u16::from_le_bytes([*r0, *r1]),
+                u16::from_le_bytes([*c0, *c1]),
+            )),
+            _ => Err(ProtocolError::Io(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "resize frame must be 4 bytes",
+            ))),
+        }
     }
 
     /// Decodes the payload of a [`FrameKind::Request`] frame.
@@ -198,6 +224,7 @@ mod tests {
             Frame::data(2, FrameKind::Stdout, vec![0, 159, 146, 150, 255]),
             Frame::data(3, FrameKind::Stdin, Vec::new()),
             Frame::signal(4, 9),
+            Frame::resize(5, 24, 80),
         ];
         let mut wire = Vec::new();
         for f in &frames {
@@ -209,6 +236,7 @@ mod tests {
         }
         assert!(read_frame(&mut cursor).unwrap().is_none());
         assert_eq!(frames[3].to_signal().unwrap(), 9);
+        assert_eq!(frames[4].to_resize().unwrap(), (24, 80));
     }
 
     #[test]

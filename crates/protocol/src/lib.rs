@@ -21,7 +21,8 @@ pub use envfile::{
 pub use error::ProtocolError;
 pub use frame::{read_frame, write_frame, Frame, FrameKind, HEADER_LEN, MAX_PAYLOAD};
 pub use message::{
-    AgentInfo, ErrorKind, ExecRequest, ExitStatus, Request, Response, Shell, SupervisorStatus,
+    AgentInfo, ErrorKind, ExecRequest, ExitStatus, FileKind, Request, Response, Shell,
+    SupervisorStatus, TreeEntry, TtySize,
 };
 
 /// Version of this protocol. Peers exchange it in the `Hello` handshake and refuse to talk to a

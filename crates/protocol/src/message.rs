@@ -35,6 +35,48 @@ pub struct ExecRequest {
     /// Keep stdin open for `Stdin` frames; otherwise stdin is `/dev/null`.
     #[serde(default)]
     pub stdin: bool,
+    /// Run on a pseudo-terminal of this size (stdin, stdout and stderr are all the terminal;
+    /// output arrives as `Stdout` frames).
+    #[serde(default)]
+    pub tty: Option<TtySize>,
+}
+
+/// A terminal size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TtySize {
+    /// Rows.
+    pub rows: u16,
+    /// Columns.
+    pub cols: u16,
+}
+
+/// What kind of file a path is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileKind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link (not followed).
+    Symlink,
+    /// Anything else (device, socket, fifo).
+    Other,
+}
+
+/// One entry of a file tree, relative to the tree's root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TreeEntry {
+    /// Path relative to the root, `/`-separated, never absolute and never containing `..`.
+    pub path: String,
+    /// What it is.
+    pub kind: FileKind,
+    /// Permission bits (`0o7777` mask).
+    pub mode: u32,
+    /// Size in bytes (files).
+    pub size: u64,
+    /// Target of a symlink.
+    pub target: Option<String>,
 }
 
 /// A request. Most are served by the guest agent; the ones marked *supervisor* are answered by
@@ -66,6 +108,46 @@ pub enum Request {
         /// Names to remove; unknown names are ignored.
         keys: Vec<String>,
     },
+    /// Write a file atomically: its content follows as `Stdin` frames, ended by an empty one.
+    /// Answered by [`Response::Ok`] once the file is durable and renamed into place.
+    WriteFile {
+        /// Absolute guest path.
+        path: String,
+        /// Permission bits.
+        mode: u32,
+        /// Create missing parent directories.
+        #[serde(default)]
+        parents: bool,
+    },
+    /// Read a file: its content comes back as `Stdout` frames, then [`Response::FileInfo`].
+    ReadFile {
+        /// Absolute guest path.
+        path: String,
+    },
+    /// Describe a path (symlinks not followed); answered by [`Response::FileInfo`].
+    Stat {
+        /// Absolute guest path.
+        path: String,
+    },
+    /// Create a directory (and its parents); answered by [`Response::Ok`].
+    MakeDir {
+        /// Absolute guest path.
+        path: String,
+        /// Permission bits.
+        mode: u32,
+    },
+    /// Create a symbolic link; answered by [`Response::Ok`].
+    Symlink {
+        /// Absolute guest path of the link.
+        path: String,
+        /// What it points to (stored as given).
+        target: String,
+    },
+    /// List a directory tree (symlinks not followed); answered by [`Response::Tree`].
+    ListTree {
+        /// Absolute guest path of the root.
+        path: String,
+    },
     /// Sync filesystems and power the guest off.
     Shutdown,
     /// *Supervisor*: report the VM's state.
@@ -92,6 +174,12 @@ impl Request {
             Request::Status | Request::Stop { .. } | Request::ChannelBench { .. } => true,
             Request::Hello { .. }
             | Request::Exec(_)
+            | Request::WriteFile { .. }
+            | Request::ReadFile { .. }
+            | Request::Stat { .. }
+            | Request::MakeDir { .. }
+            | Request::Symlink { .. }
+            | Request::ListTree { .. }
             | Request::EnvSet { .. }
             | Request::EnvList
             | Request::EnvUnset { .. }
@@ -108,6 +196,12 @@ impl Request {
             Request::EnvSet { vars, merge } => format!("env set {} vars merge={merge}", vars.len()),
             Request::EnvList => "env list".into(),
             Request::EnvUnset { keys } => format!("env unset {} keys", keys.len()),
+            Request::WriteFile { mode, .. } => format!("write file (mode {mode:o})"),
+            Request::ReadFile { .. } => "read file".into(),
+            Request::Stat { .. } => "stat".into(),
+            Request::MakeDir { .. } => "mkdir".into(),
+            Request::Symlink { .. } => "symlink".into(),
+            Request::ListTree { .. } => "list tree".into(),
             Request::Shutdown => "shutdown".into(),
             Request::Status => "status".into(),
             Request::Stop { grace_ms } => format!("stop (grace {grace_ms} ms)"),
@@ -201,6 +295,20 @@ pub enum Response {
     Ok,
     /// Supervisor status.
     Status(SupervisorStatus),
+    /// What a path is (`Stat`), or what was read (`ReadFile`).
+    FileInfo {
+        /// Kind; `None` when the path does not exist.
+        kind: Option<FileKind>,
+        /// Permission bits.
+        mode: u32,
+        /// Size in bytes.
+        size: u64,
+    },
+    /// Entries of a `ListTree`, parents before children.
+    Tree {
+        /// The entries.
+        entries: Vec<TreeEntry>,
+    },
     /// Round-trip times of a `ChannelBench`, in nanoseconds.
     ChannelBench {
         /// One entry per round trip.

@@ -27,18 +27,18 @@ pub struct Connection {
     writer: Mutex<UnixStream>,
     pending: Arc<Mutex<Pending>>,
     next_id: AtomicU64,
-    agent: AgentInfo,
+    agent: std::sync::OnceLock<AgentInfo>,
 }
 
 /// The frames of one request in flight.
-pub struct Call<'a> {
-    conn: &'a Connection,
+pub struct Call {
+    conn: Arc<Connection>,
     /// The request's id on this connection.
     pub id: u64,
     frames: Receiver<Frame>,
 }
 
-impl Call<'_> {
+impl Call {
     /// The next frame of this request; `Ok(None)` when `deadline` passed first.
     pub fn next(&self, deadline: Option<Instant>) -> Result<Option<Frame>> {
         let received = match deadline {
@@ -57,13 +57,27 @@ impl Call<'_> {
         }
     }
 
+    /// The connection this request runs on.
+    pub fn connection(&self) -> Arc<Connection> {
+        Arc::clone(&self.conn)
+    }
+
+    /// The next frame if one has already arrived.
+    pub fn try_next(&self) -> Result<Option<Frame>> {
+        match self.frames.try_recv() {
+            Ok(frame) => Ok(Some(frame)),
+            Err(std::sync::mpsc::TryRecvError::Empty) => Ok(None),
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => Err(self.conn.disconnected()),
+        }
+    }
+
     /// Sends a frame (stdin, signal) belonging to this request.
     pub fn send(&self, kind: FrameKind, payload: Vec<u8>) -> Result<()> {
         self.conn.write(&Frame::data(self.id, kind, payload))
     }
 }
 
-impl Drop for Call<'_> {
+impl Drop for Call {
     fn drop(&mut self) {
         self.conn
             .pending
@@ -76,7 +90,7 @@ impl Drop for Call<'_> {
 
 impl Connection {
     /// Connects to the supervisor socket at `path` and performs the handshake.
-    pub fn connect(path: &Path, vm_id: &str) -> Result<Self> {
+    pub fn connect(path: &Path, vm_id: &str) -> Result<Arc<Self>> {
         let stream = UnixStream::connect(path).map_err(|e| Error::Disconnected {
             vm_id: vm_id.into(),
             reason: format!("cannot connect to {}: {e}", path.display()),
@@ -90,18 +104,13 @@ impl Connection {
             .name(format!("smolvm-{vm_id}"))
             .spawn(move || pump(reader, &for_reader))
             .map_err(|e| Error::io("starting the connection thread", e))?;
-        let mut conn = Connection {
+        let conn = Arc::new(Connection {
             vm_id: vm_id.into(),
             writer: Mutex::new(stream),
             pending,
             next_id: AtomicU64::new(1),
-            agent: AgentInfo {
-                protocol: 0,
-                agent_version: String::new(),
-                capabilities: Vec::new(),
-                uptime_ms: 0,
-            },
-        };
+            agent: std::sync::OnceLock::new(),
+        });
         let host_time_ns = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
@@ -110,7 +119,9 @@ impl Connection {
             host_time_ns: Some(host_time_ns),
         };
         match conn.call(&hello, Some(Duration::from_secs(10)))? {
-            Response::Hello(info) => conn.agent = info,
+            Response::Hello(info) => {
+                let _ = conn.agent.set(info);
+            }
             other => {
                 return Err(Error::Disconnected {
                     vm_id: vm_id.into(),
@@ -122,8 +133,8 @@ impl Connection {
     }
 
     /// The guest agent's handshake answer.
-    pub fn agent(&self) -> &AgentInfo {
-        &self.agent
+    pub fn agent(&self) -> Option<&AgentInfo> {
+        self.agent.get()
     }
 
     fn disconnected(&self) -> Error {
@@ -139,6 +150,11 @@ impl Connection {
         }
     }
 
+    /// Sends a frame for a request already started (stdin, signal, resize).
+    pub fn send_frame(&self, frame: &Frame) -> Result<()> {
+        self.write(frame)
+    }
+
     fn write(&self, frame: &Frame) -> Result<()> {
         let bytes = frame.encode().map_err(|source| Error::Protocol {
             vm_id: self.vm_id.clone(),
@@ -149,7 +165,7 @@ impl Connection {
     }
 
     /// Starts a request whose frames are then read through the returned [`Call`].
-    pub fn start(&self, kind: FrameKind, payload: Vec<u8>) -> Result<Call<'_>> {
+    pub fn start(self: &Arc<Self>, kind: FrameKind, payload: Vec<u8>) -> Result<Call> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel();
         {
@@ -161,7 +177,7 @@ impl Connection {
             pending.waiters.insert(id, tx);
         }
         let call = Call {
-            conn: self,
+            conn: Arc::clone(self),
             id,
             frames: rx,
         };
@@ -170,7 +186,7 @@ impl Connection {
     }
 
     /// Starts a JSON request.
-    pub fn start_request(&self, request: &Request) -> Result<Call<'_>> {
+    pub fn start_request(self: &Arc<Self>, request: &Request) -> Result<Call> {
         let payload = serde_json::to_vec(request).map_err(|e| Error::Protocol {
             vm_id: self.vm_id.clone(),
             source: e.into(),
@@ -179,7 +195,11 @@ impl Connection {
     }
 
     /// Sends `request` and waits (up to `timeout`) for its response.
-    pub fn call(&self, request: &Request, timeout: Option<Duration>) -> Result<Response> {
+    pub fn call(
+        self: &Arc<Self>,
+        request: &Request,
+        timeout: Option<Duration>,
+    ) -> Result<Response> {
         let call = self.start_request(request)?;
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
@@ -206,7 +226,7 @@ impl Connection {
     }
 
     /// One echo round trip of `payload` through the supervisor and the guest.
-    pub fn echo(&self, payload: Vec<u8>) -> Result<Vec<u8>> {
+    pub fn echo(self: &Arc<Self>, payload: Vec<u8>) -> Result<Vec<u8>> {
         let call = self.start(FrameKind::Echo, payload)?;
         match call.next(Some(Instant::now() + Duration::from_secs(10)))? {
             Some(frame) => Ok(frame.payload),

@@ -94,7 +94,8 @@ pub struct SmolVm {
     config: ValidConfig,
     data: DataDir,
     paths: VmPaths,
-    launcher: Launcher,
+    /// How to start the supervisor; found on first start unless set.
+    launcher: Option<Launcher>,
     persistent: bool,
     /// Stop and delete the VM when the handle is dropped.
     owned: bool,
@@ -131,7 +132,7 @@ impl SmolVm {
             config,
             data,
             paths,
-            launcher: Launcher::find()?,
+            launcher: None,
             persistent,
             owned: !persistent,
             inner: Mutex::new(Inner {
@@ -166,7 +167,7 @@ impl SmolVm {
             config: spec.config,
             data,
             paths,
-            launcher: Launcher::find()?,
+            launcher: None,
             persistent: info.record.persistent,
             owned: false,
             inner: Mutex::new(Inner {
@@ -178,7 +179,7 @@ impl SmolVm {
             let conn = Connection::connect(&vm.paths.api_socket(), &vm.config.vm_id)?;
             let mut inner = vm.lock();
             inner.running = Some(Running {
-                conn: Arc::new(conn),
+                conn,
                 supervisor: SupervisorProcess::Detached(pid),
             });
             inner.state = VmState::Running;
@@ -201,7 +202,7 @@ impl SmolVm {
     /// Uses `launcher` to start the supervisor (the Python package runs it through its own
     /// interpreter).
     pub fn set_launcher(&mut self, launcher: Launcher) {
-        self.launcher = launcher;
+        self.launcher = Some(launcher);
     }
 
     /// The VM's id.
@@ -269,10 +270,7 @@ impl SmolVm {
             child: started.child,
             owner_pipe: started.owner_pipe,
         };
-        inner.running = Some(Running {
-            conn: Arc::new(conn),
-            supervisor,
-        });
+        inner.running = Some(Running { conn, supervisor });
         inner.state = VmState::Running;
         Ok(())
     }
@@ -340,12 +338,11 @@ impl SmolVm {
             &serde_json::to_vec_pretty(&spec).expect("serialises"),
         )
         .map_err(|e| Error::io("writing vm.json", e))?;
-        launch::start(
-            &self.launcher,
-            &self.paths,
-            &self.config.vm_id,
-            !self.persistent,
-        )
+        let launcher = match &self.launcher {
+            Some(launcher) => launcher.clone(),
+            None => Launcher::find()?,
+        };
+        launch::start(&launcher, &self.paths, &self.config.vm_id, !self.persistent)
     }
 
     fn not_running(&self, action: &'static str, state: VmState) -> Error {
@@ -357,7 +354,7 @@ impl SmolVm {
     }
 
     /// The connection, or the error naming the state for `action`.
-    fn conn(&self, action: &'static str) -> Result<Arc<Connection>> {
+    pub(crate) fn conn(&self, action: &'static str) -> Result<Arc<Connection>> {
         let inner = self.lock();
         match &inner.running {
             Some(running) if inner.state == VmState::Running => Ok(Arc::clone(&running.conn)),
@@ -403,6 +400,7 @@ impl SmolVm {
             cwd: options.cwd.clone(),
             timeout_ms: options.timeout.map(|t| t.as_millis().max(1) as u64),
             stdin: false,
+            tty: None,
         });
         let call = conn.start_request(&request)?;
         let deadline = options.timeout.map(|t| Instant::now() + t + TIMEOUT_SLACK);
@@ -464,7 +462,7 @@ impl SmolVm {
         }
     }
 
-    fn unexpected(&self, response: Response) -> Error {
+    pub(crate) fn unexpected(&self, response: Response) -> Error {
         match response {
             Response::Error {
                 kind: ErrorKind::VmNotRunning,
@@ -643,7 +641,7 @@ impl Drop for SmolVm {
 }
 
 /// Refuses a command that cannot run, before anything is sent.
-fn validate_run(command: &str, options: &RunOptions) -> Result<()> {
+pub(crate) fn validate_run(command: &str, options: &RunOptions) -> Result<()> {
     if command.trim().is_empty() {
         return Err(Error::InvalidConfig {
             field: "command",

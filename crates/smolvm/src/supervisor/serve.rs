@@ -77,7 +77,13 @@ fn serve_client(supervisor: &Arc<Supervisor>, id: u64, stream: UnixStream) {
             Request::Exec(_)
             | Request::EnvSet { .. }
             | Request::EnvList
-            | Request::EnvUnset { .. } => {
+            | Request::EnvUnset { .. }
+            | Request::WriteFile { .. }
+            | Request::ReadFile { .. }
+            | Request::Stat { .. }
+            | Request::MakeDir { .. }
+            | Request::Symlink { .. }
+            | Request::ListTree { .. } => {
                 if supervisor.stopping.load(Ordering::SeqCst) {
                     let message = format!("VM {} is stopping", supervisor.vm_id);
                     client.respond(frame.id, &Response::error(ErrorKind::VmNotRunning, message));

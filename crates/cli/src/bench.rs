@@ -1,7 +1,12 @@
 //! `smolvm bench`: each figure next to the floor it cannot beat, measured in the same run.
 //!
 //! - boot floor: QEMU with our kernel and devices, and an `/init` that resets at once;
-//! - cold start: `SmolVm::create` + `run("true")`, i.e. what a user waits for a first result;
+//! - cold start: `SmolVm::create` + `run("true")`, i.e. what a user waits for a first result:
+//!   on `minimal` against the boot floor (an initramfs too, so the ratio is our stack's own
+//!   overhead), and on each image compared (`--images`, interleaved run by run so that host
+//!   noise hits them alike) against the floor and against the first of them;
+//! - image build: a fresh Debian image build (`--build-image`), else the time recorded at the
+//!   last build of `debian`;
 //! - channel floor: bare echo round trips on the guest channel, timed by the supervisor, plus
 //!   the guest's own cost of spawning and reaping the shell (timed by the agent);
 //! - warm `run("true")`, and the environment operations, against that;
@@ -16,6 +21,8 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use smolvm::backend::qemu::{find_qemu, QemuBackend};
 use smolvm::backend::Backend;
+use smolvm::config::DEFAULT_IMAGE;
+use smolvm::image::MINIMAL;
 use smolvm::paths::VmPaths;
 use smolvm::{host, image, DataDir, RunOptions, SmolVm, VmConfig};
 
@@ -60,29 +67,78 @@ pub fn stats(samples: &[Duration]) -> Stats {
 
 #[derive(Debug, Serialize)]
 struct Line {
-    name: &'static str,
+    name: String,
     value: Stats,
-    floor_name: &'static str,
+    floor_name: String,
     floor: Stats,
     ratio: f64,
     target: &'static str,
 }
 
 fn line(
-    name: &'static str,
+    name: impl Into<String>,
     value: Stats,
-    floor_name: &'static str,
+    floor_name: impl Into<String>,
     floor: Stats,
     target: &'static str,
 ) -> Line {
     Line {
-        name,
+        name: name.into(),
         value,
-        floor_name,
+        floor_name: floor_name.into(),
         floor,
         ratio: value.median_ms / floor.median_ms,
         target,
     }
+}
+
+/// Cold start → first `run("true")` result on `image`.
+fn cold_start_once(image: &str) -> Result<Duration> {
+    let start = Instant::now();
+    let vm = SmolVm::create(VmConfig {
+        image: Some(image.to_string()),
+        ..VmConfig::default()
+    })?;
+    let result = vm.run("true")?;
+    let elapsed = start.elapsed();
+    if !result.ok() {
+        bail!("`true` failed in the guest ({image})");
+    }
+    Ok(elapsed)
+}
+
+/// The target of one image's cold start against another's: the Debian image may cost at most
+/// half again the busybox initramfs's start.
+fn comparison_target(image: &str, baseline: &str) -> &'static str {
+    if image == image::DEBIAN && baseline == image::MINIMAL {
+        "<= 1.5"
+    } else {
+        "-"
+    }
+}
+
+/// Seconds a Debian image build takes: measured now on a throwaway image (`fresh`), else as
+/// recorded at the last build of `debian`.
+fn image_build_secs(data: &DataDir, fresh: bool) -> Result<(f64, &'static str)> {
+    if !fresh {
+        let meta = image::find_image(data, image::DEBIAN)?;
+        return Ok((
+            meta.build_ms as f64 / 1000.0,
+            "recorded at the last build of debian",
+        ));
+    }
+    let agent = image::find_agent()?;
+    let spec = image::debian::DebianSpec::new(
+        Some(&format!("bench-build-{}", std::process::id())),
+        &[],
+        None,
+    )?;
+    let start = Instant::now();
+    let built = image::debian::build(data, &spec, &agent, &image::NoProgress);
+    let elapsed = start.elapsed().as_secs_f64();
+    let _ = image::remove_image(data, &spec.name);
+    built?;
+    Ok((elapsed, "fresh build (packages from the download cache)"))
 }
 
 /// Boots the floor image once: QEMU start to QEMU exit.
@@ -175,19 +231,40 @@ pub fn run(args: BenchArgs, json: bool) -> Result<i32> {
     }
     let _ = std::fs::remove_dir_all(&scratch);
 
-    say(&format!("cold start -> first result: {} runs", args.runs));
-    let mut cold = Vec::new();
-    for _ in 0..args.runs {
-        let start = Instant::now();
-        let vm = SmolVm::create(VmConfig::default())?;
-        let result = vm.run("true")?;
-        cold.push(start.elapsed());
-        if !result.ok() {
-            bail!("`true` failed in the guest");
+    // The cold start on minimal, and on each compared image, interleaved run by run.
+    let mut measured: Vec<String> = vec![MINIMAL.to_string()];
+    for name in &args.images {
+        if !measured.contains(name) {
+            measured.push(name.clone());
         }
     }
+    say(&format!(
+        "cold start -> first result: {} runs each of {}",
+        args.runs,
+        measured.join(", ")
+    ));
+    let mut cold_by_image: Vec<Vec<Duration>> = vec![Vec::new(); measured.len()];
+    for _ in 0..args.runs {
+        for (name, samples) in measured.iter().zip(cold_by_image.iter_mut()) {
+            samples.push(cold_start_once(name)?);
+        }
+    }
+    let cold = cold_by_image[0].clone();
+    let cold_of = |name: &str| {
+        let at = measured.iter().position(|m| m == name).expect("measured");
+        stats(&cold_by_image[at])
+    };
+    let build = if args.build_image {
+        say("image build: a fresh Debian image (about a minute)");
+        Some(image_build_secs(&data, true)?)
+    } else {
+        image_build_secs(&data, false).ok()
+    };
 
-    say(&format!("warm round trips: {} each", args.round_trips));
+    say(&format!(
+        "warm round trips on {DEFAULT_IMAGE} (the default image): {} each",
+        args.round_trips
+    ));
     let vm = SmolVm::create(VmConfig::default())?;
     let echo_ns = vm.channel_bench(args.round_trips as u32, 100)?;
     let echo: Vec<Duration> = echo_ns.iter().map(|ns| Duration::from_nanos(*ns)).collect();
@@ -228,12 +305,34 @@ pub fn run(args: BenchArgs, json: bool) -> Result<i32> {
     drop(vm);
 
     let warm_stats = stats(&warm);
+    let floor_stats = stats(&floor);
+    let mut image_lines = Vec::new();
+    for name in &args.images {
+        image_lines.push(line(
+            format!("cold start [{name}]"),
+            cold_of(name),
+            "boot floor",
+            floor_stats,
+            "-",
+        ));
+    }
+    if let Some(baseline) = args.images.first() {
+        for name in args.images.iter().skip(1) {
+            image_lines.push(line(
+                format!("cold start [{name}]"),
+                cold_of(name),
+                format!("cold start [{baseline}]"),
+                cold_of(baseline),
+                comparison_target(name, baseline),
+            ));
+        }
+    }
     let lines = vec![
         line(
-            "cold start -> first result",
+            format!("cold start -> first result [{MINIMAL}]"),
             stats(&cold),
             "boot floor",
-            stats(&floor),
+            floor_stats,
             "<= 1.3",
         ),
         line(
@@ -276,10 +375,22 @@ pub fn run(args: BenchArgs, json: bool) -> Result<i32> {
         "ratio": host_kib as f64 / guest_touched.max(1) as f64,
         "target": "overhead <= 30 MiB",
     });
+    let transfer = if args.transfer_mib > 0 {
+        if !json {
+            eprintln!("file transfer: {} MiB up and down", args.transfer_mib);
+        }
+        Some(crate::bench_files::run(args.transfer_mib)?)
+    } else {
+        None
+    };
     if json {
         print_json(&serde_json::json!({
+            "transfer": transfer,
             "accel": accel_name,
+            "warm_image": DEFAULT_IMAGE,
             "lines": lines,
+            "images": image_lines,
+            "image_build": build.map(|(secs, how)| serde_json::json!({ "secs": secs, "how": how })),
             "channel_echo": echo_stats,
             "guest_spawn": spawn_stats,
             "memory": memory,
@@ -287,18 +398,21 @@ pub fn run(args: BenchArgs, json: bool) -> Result<i32> {
         return Ok(0);
     }
     println!(
-        "accelerator: {accel_name}; {} cold runs, {} warm round trips",
+        "accelerator: {accel_name}; {} cold runs, {} warm round trips on {DEFAULT_IMAGE}",
         args.runs, args.round_trips
     );
     println!(
         "channel echo (100 B): median {:.3} ms; guest spawn+reap of sh: median {:.3} ms",
         echo_stats.median_ms, spawn_stats.median_ms
     );
-    for l in &lines {
+    for l in lines.iter().chain(&image_lines) {
         println!(
-            "{:<28} median {:>9.3} ms  p95 {:>9.3} ms | {:<26} median {:>9.3} ms | ratio {:.2} (target {})",
+            "{:<36} median {:>9.3} ms  p95 {:>9.3} ms | {:<26} median {:>9.3} ms | ratio {:.2} (target {})",
             l.name, l.value.median_ms, l.value.p95_ms, l.floor_name, l.floor.median_ms, l.ratio, l.target
         );
+    }
+    if let Some((secs, how)) = build {
+        println!("image build (debian): {secs:.1} s ({how})");
     }
     println!(
         "idle VM host RSS {:.1} MiB (QEMU {:.1} + supervisor {:.1}) | guest-touched RAM {:.1} MiB | overhead {:.1} MiB | ratio {:.2} (target overhead <= 30 MiB)",
@@ -309,6 +423,19 @@ pub fn run(args: BenchArgs, json: bool) -> Result<i32> {
         overhead_mib,
         host_kib as f64 / guest_touched.max(1) as f64
     );
+    if let Some(t) = transfer {
+        for (name, value) in [
+            ("upload_file", t.upload_mib_s),
+            ("download_file", t.download_mib_s),
+        ] {
+            println!(
+                "{name} {} MiB: {value:.1} MiB/s | raw channel {:.1} MiB/s | ratio {:.2} (target >= 0.7)",
+                t.file_mib,
+                t.channel_mib_s,
+                value / t.channel_mib_s
+            );
+        }
+    }
     Ok(0)
 }
 

@@ -51,6 +51,69 @@ pub enum Command {
     Env(EnvCommand),
     /// Show a sandbox's guest console and supervisor log.
     Logs(LogsArgs),
+    /// Build, list, inspect and remove guest images.
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Copy files or trees between this host and a sandbox: `cp LOCAL NAME:/path` or
+    /// `cp NAME:/path LOCAL` (-r for directories).
+    Cp(CpArgs),
+    /// Open an interactive login shell in a sandbox (a terminal in the guest).
+    Shell(NameArg),
+}
+
+/// `smolvm cp`.
+#[derive(Debug, Args)]
+pub struct CpArgs {
+    /// Copy directories recursively.
+    #[arg(short = 'r', long)]
+    pub recursive: bool,
+    /// `LOCAL` or `NAME:/absolute/path`.
+    pub source: String,
+    /// `LOCAL` or `NAME:/absolute/path`.
+    pub destination: String,
+}
+
+/// `smolvm image ...`.
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Build an image (offline, from Debian packages; about a minute). Kept until its inputs
+    /// change: building it again is a no-op that says so.
+    Build(ImageBuildArgs),
+    /// List the built images.
+    Ls,
+    /// Show one image: kind, size, packages, when it was built and which sandboxes use it.
+    Inspect {
+        /// Image name.
+        name: String,
+    },
+    /// Remove an image. Refused while a sandbox uses it, unless --force.
+    Rm {
+        /// Image name.
+        name: String,
+        /// Remove it even if sandboxes use it (running ones keep working; stopped ones on
+        /// `minimal` or a custom initramfs can no longer start).
+        #[arg(long, short = 'f')]
+        force: bool,
+    },
+}
+
+/// `smolvm image build`.
+#[derive(Debug, Args)]
+pub struct ImageBuildArgs {
+    /// What to build: `debian` (bookworm minbase + python3) or `minimal` (busybox initramfs).
+    pub base: String,
+    /// Extra Debian packages, comma-separated (e.g. `curl,git`).
+    #[arg(long, value_delimiter = ',', value_name = "PKG,...")]
+    pub packages: Vec<String>,
+    /// Disk size the guest sees, in MiB (the file is sparse; default 1024).
+    #[arg(long, value_name = "MIB")]
+    pub size: Option<u64>,
+    /// Image name (default: `debian`, or `debian-<packages>` with --packages).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The guest agent binary to put in the image (default: found beside smolvm).
+    #[arg(long)]
+    pub agent: Option<std::path::PathBuf>,
 }
 
 /// A sandbox name or id.
@@ -67,7 +130,7 @@ pub struct CreateArgs {
     /// name such as `brave-otter-0412`). It is also the guest's hostname.
     #[arg(long)]
     pub name: Option<String>,
-    /// Image to boot (see `smolvm doctor`; default: minimal).
+    /// Image to boot (see `smolvm image ls`; default: debian; `minimal` starts fastest).
     #[arg(long)]
     pub image: Option<String>,
     /// Sizing.
@@ -114,6 +177,12 @@ pub struct ExecArgs {
     /// Extra variable for this command only, repeatable.
     #[arg(long = "env", short = 'e', value_name = "K=V")]
     pub env: Vec<String>,
+    /// Keep stdin open and pass this terminal's stdin to the command.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Run the command on a terminal in the guest (with -i: an interactive session).
+    #[arg(short = 't', long)]
+    pub tty: bool,
     /// The command line: words are joined with spaces and parsed by the guest shell.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -195,6 +264,9 @@ pub struct RunArgs {
     /// Set an environment variable (login shells see it), repeatable.
     #[arg(long = "env", short = 'e', value_name = "K=V")]
     pub env: Vec<String>,
+    /// Image to boot (see `smolvm image ls`; default: debian; `minimal` starts fastest).
+    #[arg(long)]
+    pub image: Option<String>,
     /// Sizing.
     #[command(flatten)]
     pub size: SizeArgs,
@@ -212,4 +284,14 @@ pub struct BenchArgs {
     /// Round trips per warm measurement.
     #[arg(long, default_value_t = 200)]
     pub round_trips: usize,
+    /// Images whose cold start is compared (each against the boot floor, and each against
+    /// the first one), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "minimal,debian")]
+    pub images: Vec<String>,
+    /// Also time a fresh build of a Debian image (about a minute; removed afterwards).
+    #[arg(long)]
+    pub build_image: bool,
+    /// Size of the file moved by the upload/download throughput measurement (0 skips it).
+    #[arg(long, value_name = "MIB", default_value_t = 300)]
+    pub transfer_mib: u64,
 }

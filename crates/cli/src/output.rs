@@ -51,6 +51,7 @@ fn classify(err: &anyhow::Error) -> (&'static str, i32, Option<String>) {
         E::VmNotRunning { vm_id, .. } => {
             ("vm_not_running", 4, Some(format!("smolvm start {vm_id}")))
         }
+        E::NotFound { what: "image", .. } => ("not_found", 3, Some("smolvm image ls".into())),
         E::NotFound { .. } => ("not_found", 3, Some("smolvm ls --all".into())),
         E::Timeout { .. } => ("timeout", EXIT_TIMEOUT, None),
         E::Cancelled { .. } => ("cancelled", 130, None),
@@ -78,6 +79,8 @@ fn classify(err: &anyhow::Error) -> (&'static str, i32, Option<String>) {
         E::Protocol { .. } => ("protocol_error", 1, None),
         E::Io { .. } => ("io_error", 1, None),
         E::Build(_) => ("build_failed", 1, Some("smolvm doctor".into())),
+        E::ImageBuild { .. } => ("build_failed", 1, None),
+        E::NoSpace { .. } => ("no_space", 1, None),
     }
 }
 

@@ -20,8 +20,14 @@ use crate::host;
 /// - `quiet`: console output is slow under emulation (each byte is a trapped port write).
 pub const DEFAULT_BOOT_ARGS: &str = "console=ttyS0 reboot=t panic=-1 init=/init rdinit=/init quiet";
 
-/// Name of the image used when none is given.
-pub const DEFAULT_IMAGE: &str = "minimal";
+/// Name of the image used when none is given: Debian with python3. `minimal` (busybox in an
+/// initramfs) starts fastest.
+pub const DEFAULT_IMAGE: &str = crate::image::DEBIAN;
+
+/// The image name recorded for a VM booted from `rootfs_path` without an image name.
+pub const CUSTOM_IMAGE: &str = "custom";
+
+pub use crate::image::RootFs;
 
 /// Smallest memory a guest boots with reliably.
 pub const MIN_MEMORY_MIB: u32 = 64;
@@ -41,13 +47,16 @@ pub struct VmConfig {
     pub mem_size_mib: u32,
     /// A kernel to boot instead of the one `smolvm setup` built.
     pub kernel_path: Option<PathBuf>,
-    /// A root filesystem (initramfs `.cpio`) to boot instead of the image's.
+    /// A root filesystem to boot instead of the image's: an initramfs (newc `.cpio`, optionally
+    /// gzip/lz4) or an ext4 image, with the static agent as `/init`. An ext4 image is never
+    /// written: the VM writes to a qcow2 overlay of its own.
     pub rootfs_path: Option<PathBuf>,
     /// Kernel command line; [`DEFAULT_BOOT_ARGS`] when absent.
     pub boot_args: Option<String>,
     /// Environment variables in place before `start()` returns.
     pub env_vars: BTreeMap<String, String>,
-    /// Image name (default [`DEFAULT_IMAGE`]); ignored when `rootfs_path` is set.
+    /// Image name (default [`DEFAULT_IMAGE`]); when `rootfs_path` is set it is only a label
+    /// (default [`CUSTOM_IMAGE`]).
     pub image: Option<String>,
 }
 
@@ -78,8 +87,9 @@ pub struct ValidConfig {
     pub mem_size_mib: u32,
     /// Kernel image.
     pub kernel_path: PathBuf,
-    /// Initramfs.
-    pub initrd_path: PathBuf,
+    /// Root filesystem: an initramfs, or an ext4 base under a per-VM overlay.
+    #[serde(alias = "initrd_path", deserialize_with = "rootfs_or_legacy_initrd")]
+    pub rootfs: RootFs,
     /// Kernel command line chosen by the user (machine essentials are added at launch).
     pub boot_args: String,
     /// Environment variables to inject at boot.
@@ -146,10 +156,11 @@ impl VmConfig {
             validate_env_key(key)?;
             validate_env_value(key, value)?;
         }
-        let image = self
-            .image
-            .clone()
-            .unwrap_or_else(|| DEFAULT_IMAGE.to_string());
+        let image = match (&self.image, &self.rootfs_path) {
+            (Some(image), _) => image.clone(),
+            (None, Some(_)) => CUSTOM_IMAGE.to_string(),
+            (None, None) => DEFAULT_IMAGE.to_string(),
+        };
         let kernel_path = match &self.kernel_path {
             Some(path) => existing(path, "kernel_path", "pass the path of a bzImage or vmlinux")?,
             None => existing(
@@ -158,9 +169,13 @@ impl VmConfig {
                 "run `smolvm setup` to build it",
             )?,
         };
-        let initrd_path = match &self.rootfs_path {
-            Some(path) => existing(path, "rootfs_path", "pass the path of an initramfs .cpio")?,
-            None => crate::image::rootfs_of(data, &image)?,
+        let rootfs = match &self.rootfs_path {
+            Some(path) => crate::image::disk::inspect_custom_rootfs(&existing(
+                path,
+                "rootfs_path",
+                "pass the path of an initramfs .cpio or an ext4 image",
+            )?)?,
+            None => crate::image::resolve(data, &image)?,
         };
         let boot_args = self
             .boot_args
@@ -177,12 +192,29 @@ impl VmConfig {
             vcpu_count: self.vcpu_count,
             mem_size_mib: self.mem_size_mib,
             kernel_path,
-            initrd_path,
+            rootfs,
             boot_args,
             env_vars: self.env_vars.clone(),
             image,
         })
     }
+}
+
+/// Reads `rootfs`, or the `initrd_path` of a sandbox created before disk images existed, so
+/// that such a sandbox can still be attached to and started.
+fn rootfs_or_legacy_initrd<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<RootFs, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        Current(RootFs),
+        Legacy(PathBuf),
+    }
+    Ok(match Repr::deserialize(deserializer)? {
+        Repr::Current(rootfs) => rootfs,
+        Repr::Legacy(path) => RootFs::Initramfs(path),
+    })
 }
 
 fn existing(path: &std::path::Path, what: &'static str, hint: &str) -> Result<PathBuf> {
@@ -250,6 +282,36 @@ mod tests {
         assert!(
             err.to_string().contains("Invalid environment variable key"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn rootfs_round_trips_and_old_specs_still_load() {
+        let config = ValidConfig {
+            vm_id: "a".into(),
+            vcpu_count: 1,
+            mem_size_mib: 256,
+            kernel_path: "/k".into(),
+            rootfs: RootFs::Disk("/images/debian/rootfs.ext4".into()),
+            boot_args: String::new(),
+            env_vars: BTreeMap::new(),
+            image: "debian".into(),
+        };
+        let json = serde_json::to_value(&config).unwrap();
+        assert_eq!(
+            json["rootfs"],
+            serde_json::json!({"kind": "disk", "path": "/images/debian/rootfs.ext4"})
+        );
+        assert_eq!(serde_json::from_value::<ValidConfig>(json).unwrap(), config);
+        let old = serde_json::json!({
+            "vm_id": "a", "vcpu_count": 1, "mem_size_mib": 256, "kernel_path": "/k",
+            "initrd_path": "/images/minimal/initramfs.cpio", "boot_args": "",
+            "env_vars": {}, "image": "minimal"
+        });
+        let loaded: ValidConfig = serde_json::from_value(old).unwrap();
+        assert_eq!(
+            loaded.rootfs,
+            RootFs::Initramfs("/images/minimal/initramfs.cpio".into())
         );
     }
 

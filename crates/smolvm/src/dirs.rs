@@ -5,9 +5,12 @@
 //!
 //! ```text
 //! <data>/kernel/          vmlinux built by `smolvm setup` (+ kernel.json: its cache key)
-//! <data>/images/<name>/   root filesystems (`minimal`: initramfs.cpio + image.json)
-//! <data>/build/           kernel source tree and scratch space for builds
-//! <data>/vms/<id>/        one directory per VM: vm.json, sockets, logs, pid files
+//! <data>/images/<name>/   root filesystems + image.json (`minimal`: initramfs.cpio;
+//!                         `debian` and other Debian images: rootfs.ext4, read-only)
+//! <data>/build/           kernel source tree, image build trees and their locks
+//! <data>/cache/           packages downloaded by debootstrap, reused by later builds
+//! <data>/vms/<id>/        one directory per VM: vm.json, sockets, logs, pid files, and
+//!                         for a disk image its overlay.qcow2 over base.ext4 (a hard link)
 //! ```
 
 use std::path::{Path, PathBuf};

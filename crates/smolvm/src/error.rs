@@ -121,6 +121,31 @@ pub enum Error {
     /// Building the kernel or an image failed.
     #[error("build failed: {0}")]
     Build(String),
+    /// Building an image failed at `step`; nothing half-built was kept.
+    #[error("building image {image} failed ({step}): {reason}")]
+    ImageBuild {
+        /// The image's name.
+        image: String,
+        /// What was being done (`debootstrap`, `mkfs.ext4`, ...).
+        step: &'static str,
+        /// What went wrong, in the failing tool's own words.
+        reason: String,
+    },
+    /// Not enough free disk space; checked before anything is written.
+    #[error(
+        "not enough disk space for {what} in {dir}: {needed_mib} MiB needed, {available_mib} MiB \
+         available; free some space or point SMOLVM_DATA_DIR at a larger disk"
+    )]
+    NoSpace {
+        /// What needs the space, e.g. `image debian`.
+        what: String,
+        /// Where it is needed.
+        dir: PathBuf,
+        /// How much is needed, in MiB.
+        needed_mib: u64,
+        /// How much is free, in MiB.
+        available_mib: u64,
+    },
 }
 
 impl Error {

@@ -59,6 +59,16 @@ impl VmPaths {
     pub fn supervisor_pid(&self) -> PathBuf {
         self.dir.join("supervisor.pid")
     }
+    /// The VM's writable disk: a qcow2 overlay over its image's read-only ext4 base. Removed
+    /// with the VM's directory; a persistent sandbox keeps it across stop/start.
+    pub fn overlay(&self) -> PathBuf {
+        self.dir.join("overlay.qcow2")
+    }
+    /// A hard link to the image's base that the overlay points at, so that rebuilding or
+    /// removing the image never changes the disk under a sandbox that still uses it.
+    pub fn base_link(&self) -> PathBuf {
+        self.dir.join("base.ext4")
+    }
 
     /// Fails when a socket path would not fit in `sun_path`.
     pub fn check_socket_len(&self) -> std::io::Result<()> {

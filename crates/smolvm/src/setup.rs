@@ -11,11 +11,14 @@ use crate::host;
 use crate::image::{self, kernel, Progress};
 
 /// Debian packages the host needs: QEMU to run guests; the kernel source and its build
-/// tools; busybox-static for the minimal image.
+/// tools; busybox-static for the minimal image; debootstrap and e2fsprogs (mkfs.ext4 -d,
+/// debugfs) for the Debian image.
 pub const HOST_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "qemu-utils",
     "busybox-static",
+    "debootstrap",
+    "e2fsprogs",
     "linux-source-6.1",
     "build-essential",
     "bc",
@@ -108,7 +111,14 @@ pub fn setup(
         Some(path) => path,
         None => image::find_agent()?,
     };
-    let images_built = image::initramfs::build(data, &agent, progress)?;
+    let minimal_built = image::initramfs::build(data, &agent, progress)?;
+    let debian_built = image::debian::build(
+        data,
+        &image::debian::DebianSpec::default_image(),
+        &agent,
+        progress,
+    )?;
+    let images_built = minimal_built || debian_built;
     // Measure and cache the TSC frequency now rather than at the first boot.
     let _ = host::tsc_khz(data);
     Ok(SetupReport {
@@ -235,12 +245,14 @@ pub fn doctor(data: &DataDir) -> Vec<Check> {
             ))
         },
     ));
-    checks.push(check(
-        "image minimal",
-        image::rootfs_of(data, image::MINIMAL)
-            .map(|p| p.display().to_string())
-            .map_err(|e| (e.to_string(), "smolvm setup".into())),
-    ));
+    for name in [image::DEBIAN, image::MINIMAL] {
+        checks.push(check(
+            &format!("image {name}"),
+            image::rootfs_of(data, name)
+                .map(|p| p.display().to_string())
+                .map_err(|e| (e.to_string(), "smolvm setup".into())),
+        ));
+    }
     checks.push(check(
         "data dir",
         std::fs::create_dir_all(data.root())

@@ -54,9 +54,9 @@ impl Store {
     fn open_path(path: &Path) -> Result<Self> {
         let db = Connection::open(path).map_err(db_error)?;
         // Several CLI invocations may write at once; wait for each other instead of failing.
+        // The default rollback journal is kept: switching to WAL takes an exclusive lock that
+        // concurrent first opens fight over without the busy handler's help.
         db.busy_timeout(Duration::from_secs(30)).map_err(db_error)?;
-        db.pragma_update(None, "journal_mode", "WAL")
-            .map_err(db_error)?;
         db.pragma_update(None, "synchronous", "FULL")
             .map_err(db_error)?;
         db.execute_batch(

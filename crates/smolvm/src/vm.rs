@@ -328,6 +328,11 @@ impl SmolVm {
                 config.env_vars = saved;
             }
         }
+        if let crate::image::RootFs::Disk(base) = &config.rootfs {
+            // The VM's writable disk, in its directory: deleted with an ephemeral VM, kept by
+            // a persistent one across stop/start (so are its files).
+            crate::image::disk::create_overlay(&self.paths, base)?;
+        }
         let spec = LaunchSpec {
             config,
             data_dir: self.data.root().to_path_buf(),

@@ -18,6 +18,9 @@ pub fn exec(args: ExecArgs, json: bool) -> Result<i32> {
         ..RunOptions::default()
     };
     let vm = SmolVm::attach(&args.name)?;
+    if args.interactive || args.tty {
+        return super::shell::interactive(&vm, &command, &options, args.tty);
+    }
     if json {
         let result = vm.run_with(&command, &options)?;
         print_json(&serde_json::json!({

@@ -1,12 +1,15 @@
 //! One module per subcommand.
 
+mod cp;
 mod doctor;
 mod env;
 mod exec;
+mod image;
 mod logs;
 mod run;
 mod sandbox;
 mod setup;
+mod shell;
 
 use std::collections::BTreeMap;
 
@@ -32,6 +35,9 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Exec(args) => exec::exec(args, json),
         Command::Env(command) => env::env(command, json),
         Command::Logs(args) => logs::logs(args, json),
+        Command::Image(command) => image::image(command, json),
+        Command::Cp(args) => cp::cp(args, json),
+        Command::Shell(args) => shell::shell(&args.name),
     }
 }
 

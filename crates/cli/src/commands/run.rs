@@ -33,6 +33,7 @@ pub fn run(args: RunArgs, json: bool) -> Result<i32> {
         vcpu_count: args.size.cpus,
         mem_size_mib: args.size.memory,
         env_vars: super::parse_env_pairs(&args.env)?,
+        image: args.image.clone(),
         ..VmConfig::default()
     };
     if command.trim().is_empty() {

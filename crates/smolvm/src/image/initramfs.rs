@@ -267,9 +267,14 @@ fn write_image(
         &dir,
         &ImageMeta {
             name: name.into(),
-            kind: "initramfs".into(),
+            kind: image::KIND_INITRAMFS.into(),
             inputs_hash: hash.into(),
             size_bytes,
+            base: None,
+            packages: Vec::new(),
+            built_at_unix: crate::fsutil::unix_now(),
+            build_ms: 0,
+            tree_hash: None,
         },
     )?;
     progress.finish(&format!(

@@ -1,5 +1,11 @@
 //! Guest images and the guest kernel: building them once, finding them at boot.
+//!
+//! Two kinds of root filesystem: an initramfs (`minimal`, loaded into guest RAM, the fastest
+//! start) and an ext4 disk image (`debian`), which every VM boots through a qcow2 overlay of
+//! its own so that the shared base is never written (see [`disk`]).
 
+pub mod debian;
+pub mod disk;
 pub mod initramfs;
 pub mod kernel;
 
@@ -15,43 +21,128 @@ use crate::error::{Error, Result};
 pub const MINIMAL: &str = "minimal";
 /// The benchmark-only image whose `/init` resets the machine at once (the boot floor).
 pub const FLOOR: &str = "floor";
+/// The Debian bookworm image with python3: the default.
+pub const DEBIAN: &str = "debian";
 
 /// File name of an initramfs image's root filesystem.
 const INITRAMFS_FILE: &str = "initramfs.cpio";
+/// File name of a disk image's root filesystem (raw ext4, read-only once built).
+const EXT4_FILE: &str = "rootfs.ext4";
 /// File name of an image's metadata.
 const IMAGE_META_FILE: &str = "image.json";
+
+/// A guest's root filesystem, as the VM boots it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "path", rename_all = "lowercase")]
+pub enum RootFs {
+    /// A newc cpio archive the kernel unpacks into RAM (`-initrd`).
+    Initramfs(PathBuf),
+    /// A raw ext4 image. It is the read-only base of a per-VM qcow2 overlay and is never
+    /// opened for writing.
+    Disk(PathBuf),
+}
+
+impl RootFs {
+    /// The file holding the root filesystem.
+    pub fn path(&self) -> &Path {
+        match self {
+            RootFs::Initramfs(path) | RootFs::Disk(path) => path,
+        }
+    }
+}
+
+/// Kind recorded in `image.json` for an initramfs image.
+pub const KIND_INITRAMFS: &str = "initramfs";
+/// Kind recorded in `image.json` for an ext4 disk image.
+pub const KIND_EXT4: &str = "ext4";
 
 /// What was recorded about a built image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageMeta {
     /// Image name.
     pub name: String,
-    /// `initramfs` for now.
+    /// [`KIND_INITRAMFS`] or [`KIND_EXT4`].
     pub kind: String,
     /// Hash of every input; a different hash means the image must be rebuilt.
     pub inputs_hash: String,
-    /// Size of the root filesystem in bytes.
+    /// Size of the root filesystem file in bytes (for ext4: the disk size the guest sees).
     pub size_bytes: u64,
+    /// What it was built from, e.g. `debian bookworm minbase` (absent for initramfs images).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    /// Debian packages installed on top of the base (python3 and the requested ones).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packages: Vec<String>,
+    /// When it was built, seconds since the Unix epoch.
+    #[serde(default)]
+    pub built_at_unix: u64,
+    /// How long the build took, in milliseconds (the last full build, for a Debian image whose
+    /// agent was replaced since).
+    #[serde(default)]
+    pub build_ms: u64,
+    /// Hash of the inputs other than the agent (Debian images): while it matches, a new agent
+    /// is swapped into the existing image instead of building it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tree_hash: Option<String>,
 }
 
-/// The root filesystem of image `name`, or an error that says how to get it.
-pub fn rootfs_of(data: &DataDir, name: &str) -> Result<PathBuf> {
-    let path = data.image_dir(name).join(INITRAMFS_FILE);
-    if path.is_file() {
-        return Ok(path);
+impl ImageMeta {
+    /// The image's root filesystem inside `dir`, by kind.
+    fn rootfs_in(&self, dir: &Path) -> RootFs {
+        if self.kind == KIND_EXT4 {
+            RootFs::Disk(dir.join(EXT4_FILE))
+        } else {
+            RootFs::Initramfs(dir.join(INITRAMFS_FILE))
+        }
     }
-    if name == MINIMAL || name == FLOOR {
+}
+
+/// The root filesystem of image `name`, with its kind, or an error that says how to get it
+/// (an unknown name lists the images that exist).
+pub fn resolve(data: &DataDir, name: &str) -> Result<RootFs> {
+    // The name becomes a path: nothing but a valid image name may reach the filesystem.
+    if crate::config::validate_vm_id(name).is_err() {
+        return Err(unknown_image(data, name));
+    }
+    let dir = data.image_dir(name);
+    if let Some(meta) = read_meta(&dir) {
+        let rootfs = meta.rootfs_in(&dir);
+        if rootfs.path().is_file() {
+            return Ok(rootfs);
+        }
+    }
+    // Images written before image.json recorded the kind.
+    let path = dir.join(INITRAMFS_FILE);
+    if path.is_file() {
+        return Ok(RootFs::Initramfs(path));
+    }
+    if name == MINIMAL || name == FLOOR || name == DEBIAN {
         return Err(Error::MissingFile {
             what: "guest image",
-            path,
+            path: dir.join(if name == DEBIAN {
+                EXT4_FILE
+            } else {
+                INITRAMFS_FILE
+            }),
             hint: "run `smolvm setup` to build it".into(),
         });
     }
+    Err(unknown_image(data, name))
+}
+
+/// The root filesystem file of image `name` (an initramfs or an ext4 image), or an error that
+/// says how to get it. See [`resolve`] for its kind.
+pub fn rootfs_of(data: &DataDir, name: &str) -> Result<PathBuf> {
+    resolve(data, name).map(|r| r.path().to_path_buf())
+}
+
+/// The error for an image name that does not exist, listing those that do.
+pub fn unknown_image(data: &DataDir, name: &str) -> Error {
     let available = list_images(data)
         .iter()
         .map(|m| m.name.clone())
         .collect::<Vec<_>>();
-    Err(Error::InvalidConfig {
+    Error::InvalidConfig {
         field: "image",
         reason: format!(
             "unknown image {name:?}; available: {}",
@@ -61,7 +152,7 @@ pub fn rootfs_of(data: &DataDir, name: &str) -> Result<PathBuf> {
                 available.join(", ")
             }
         ),
-    })
+    }
 }
 
 /// Every built image (the benchmark floor image excluded).
@@ -82,11 +173,74 @@ fn read_meta(dir: &Path) -> Option<ImageMeta> {
     serde_json::from_slice(&std::fs::read(dir.join(IMAGE_META_FILE)).ok()?).ok()
 }
 
+/// The recorded metadata of image `name`, if it was built.
+pub fn meta_of(data: &DataDir, name: &str) -> Option<ImageMeta> {
+    read_meta(&data.image_dir(name))
+}
+
 /// Whether image `name` exists and was built from inputs hashing to `inputs_hash`.
 pub fn is_current(data: &DataDir, name: &str, inputs_hash: &str) -> bool {
     let dir = data.image_dir(name);
-    dir.join(INITRAMFS_FILE).is_file()
-        && read_meta(&dir).is_some_and(|m| m.inputs_hash == inputs_hash)
+    read_meta(&dir)
+        .is_some_and(|m| m.inputs_hash == inputs_hash && m.rootfs_in(&dir).path().is_file())
+}
+
+/// Checks that `name` can name an image: the rules of sandbox names (it becomes a directory
+/// name), and not the benchmark's own image.
+pub fn validate_image_name(name: &str) -> Result<()> {
+    crate::config::validate_vm_id(name).map_err(|_| Error::InvalidConfig {
+        field: "image name",
+        reason: format!(
+            "{name:?} is not a valid image name: use 1-63 characters of lowercase letters, \
+             digits and '-', starting with a letter or digit (e.g. \"debian-curl\")"
+        ),
+    })?;
+    if name == FLOOR {
+        return Err(Error::InvalidConfig {
+            field: "image name",
+            reason: format!("{FLOOR:?} is reserved for the benchmark's boot floor"),
+        });
+    }
+    Ok(())
+}
+
+/// The metadata of built image `name`, or an error listing the images that exist.
+pub fn find_image(data: &DataDir, name: &str) -> Result<ImageMeta> {
+    let found = validate_image_name(name)
+        .ok()
+        .and_then(|()| read_meta(&data.image_dir(name)));
+    found.ok_or_else(|| {
+        let available: Vec<String> = list_images(data).into_iter().map(|m| m.name).collect();
+        Error::NotFound {
+            what: "image",
+            name: name.to_string(),
+            hint: format!(
+                "available: {}",
+                if available.is_empty() {
+                    "none (run `smolvm setup`)".to_string()
+                } else {
+                    available.join(", ")
+                }
+            ),
+        }
+    })
+}
+
+/// The root filesystem file of a built image, from its metadata.
+pub fn rootfs_path_of(data: &DataDir, meta: &ImageMeta) -> PathBuf {
+    meta.rootfs_in(&data.image_dir(&meta.name))
+        .path()
+        .to_path_buf()
+}
+
+/// Deletes image `name` (its directory). VMs already running on it are unaffected: a disk
+/// image's VMs hold a hard link to their base (see [`disk::create_overlay`]).
+pub fn remove_image(data: &DataDir, name: &str) -> Result<ImageMeta> {
+    let meta = find_image(data, name)?;
+    let dir = data.image_dir(name);
+    std::fs::remove_dir_all(&dir)
+        .map_err(|e| Error::io(format!("removing {}", dir.display()), e))?;
+    Ok(meta)
 }
 
 /// Hex SHA-256 of several inputs, each length-prefixed so that boundaries count.
@@ -180,6 +334,11 @@ pub(crate) fn initramfs_path(data: &DataDir, name: &str) -> PathBuf {
     data.image_dir(name).join(INITRAMFS_FILE)
 }
 
+/// Where a disk image's root filesystem goes.
+pub(crate) fn ext4_path(data: &DataDir, name: &str) -> PathBuf {
+    data.image_dir(name).join(EXT4_FILE)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,6 +357,14 @@ mod tests {
     fn input_hash_depends_on_boundaries() {
         assert_ne!(hash_inputs(&[b"ab", b"c"]), hash_inputs(&[b"a", b"bc"]));
         assert_eq!(hash_inputs(&[b"x"]), hash_inputs(&[b"x"]));
+    }
+
+    #[test]
+    fn image_names_never_leave_the_images_folder() {
+        for name in ["../kernel", "", "a/b", "floor/.."] {
+            let err = resolve(&DataDir::at("/nonexistent"), name).unwrap_err();
+            assert!(err.to_string().contains("unknown image"), "{err}");
+        }
     }
 
     #[test]

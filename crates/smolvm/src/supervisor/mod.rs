@@ -248,7 +248,8 @@ fn boot(
         find_qemu().map_err(|e| e.to_string())?,
         accel,
         crate::host::tsc_khz(&data),
-    );
+    )
+    .with_volatile_disk(spec.ephemeral);
 
     for path in [
         paths.api_socket(),

@@ -1,0 +1,368 @@
+//! `smolvm._native.Vm`: the SDK's VM handle, with every blocking call outside the GIL.
+//!
+//! The Python class `smolvm.SmolVM` wraps this one; argument checking that needs Python types
+//! (and the reference API's error messages) lives there.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pyo3::exceptions::{PyKeyboardInterrupt, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use smolvm::launch::Launcher;
+use smolvm::process::SpawnOptions;
+use smolvm::{CancelToken, Error, RunOptions, Shell, SmolVm, VmConfig, VmState};
+
+use crate::errors;
+use crate::process::NativeProcess;
+use crate::wait::{interruptible, Waited};
+
+/// A VM owned by this handle; it is stopped and deleted when the handle is garbage-collected.
+/// Methods may be called from several Python threads at once.
+#[pyclass(frozen, module = "smolvm._native", name = "Vm")]
+pub struct NativeVm {
+    /// Always `Some` until the handle is dropped.
+    vm: Option<SmolVm>,
+}
+
+impl NativeVm {
+    fn vm(&self) -> &SmolVm {
+        self.vm
+            .as_ref()
+            .expect("the VM is present until the handle is dropped")
+    }
+}
+
+#[pymethods]
+impl NativeVm {
+    /// Validates the configuration and prepares the VM (nothing is started). `launcher` is the
+    /// command line that runs a supervisor (`--dir <vm dir>` is appended).
+    #[new]
+    #[pyo3(signature = (*, vm_id, vcpu_count, mem_size_mib, kernel_path, rootfs_path, boot_args, env_vars, image, launcher))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        vm_id: Option<String>,
+        vcpu_count: u32,
+        mem_size_mib: u32,
+        kernel_path: Option<PathBuf>,
+        rootfs_path: Option<PathBuf>,
+        boot_args: Option<String>,
+        env_vars: BTreeMap<String, String>,
+        image: Option<String>,
+        launcher: Vec<OsString>,
+    ) -> PyResult<Self> {
+        let launcher = launcher_of(launcher)?;
+        let config = VmConfig {
+            vm_id,
+            vcpu_count,
+            mem_size_mib,
+            kernel_path,
+            rootfs_path,
+            boot_args,
+            env_vars,
+            image,
+        };
+        let mut vm = py
+            .detach(|| SmolVm::new(config))
+            .map_err(|e| errors::to_py(py, e))?;
+        // The SDK looks for a launcher only when the VM starts; ours runs the supervisor
+        // through this interpreter, so no `smolvm-supervisor` binary is needed.
+        vm.set_launcher(launcher);
+        Ok(Self { vm: Some(vm) })
+    }
+
+    /// Connects to an existing sandbox by name or id (started by any process). The handle
+    /// does not own it: dropping the handle leaves the sandbox as it is.
+    #[staticmethod]
+    fn attach(py: Python<'_>, name: &str, launcher: Vec<OsString>) -> PyResult<Self> {
+        let launcher = launcher_of(launcher)?;
+        let mut vm = py
+            .detach(|| SmolVm::attach(name))
+            .map_err(|e| errors::to_py(py, e))?;
+        // Starting a stopped sandbox through this handle spawns a supervisor too.
+        vm.set_launcher(launcher);
+        Ok(Self { vm: Some(vm) })
+    }
+
+    /// The validated configuration: `(vm_id, vcpu_count, mem_size_mib, kernel_path,
+    /// rootfs_path, boot_args, env_vars, image)`, paths resolved.
+    #[getter]
+    #[allow(clippy::type_complexity)]
+    fn config(
+        &self,
+    ) -> (
+        String,
+        u32,
+        u32,
+        PathBuf,
+        PathBuf,
+        String,
+        BTreeMap<String, String>,
+        String,
+    ) {
+        let c = self.vm().config();
+        (
+            c.vm_id.clone(),
+            c.vcpu_count,
+            c.mem_size_mib,
+            c.kernel_path.clone(),
+            c.rootfs.path().to_path_buf(),
+            c.boot_args.clone(),
+            c.env_vars.clone(),
+            c.image.clone(),
+        )
+    }
+
+    /// Whether the sandbox outlives its handles (made persistent, e.g. by the CLI).
+    #[getter]
+    fn persistent(&self) -> bool {
+        self.vm().is_persistent()
+    }
+
+    /// The VM's id.
+    #[getter]
+    fn vm_id(&self) -> &str {
+        self.vm().vm_id()
+    }
+
+    /// `created`, `running`, `stopped` or `deleted`.
+    #[getter]
+    fn status(&self) -> &'static str {
+        self.vm().status().as_str()
+    }
+
+    /// The VM's directory on the host (it exists while the VM runs).
+    #[getter]
+    fn vm_dir(&self) -> PathBuf {
+        self.vm().paths().dir().to_path_buf()
+    }
+
+    /// The host pids of the VM's supervisor and QEMU.
+    fn host_pids(&self, py: Python<'_>) -> PyResult<(u32, u32)> {
+        let vm = self.vm();
+        py.detach(|| vm.host_pids())
+            .map_err(|e| errors::to_py(py, e))
+    }
+
+    /// Boots the VM and waits until it answers. A Ctrl-C while it boots deletes the VM and
+    /// raises `KeyboardInterrupt`.
+    fn start(&self, py: Python<'_>) -> PyResult<()> {
+        let vm = self.vm();
+        match interruptible(py, || vm.start(), || {}) {
+            Waited::Done(result) => result.map_err(|e| errors::to_py(py, e)),
+            Waited::Interrupted(err, _) => {
+                let _ = py.detach(|| vm.delete());
+                Err(err)
+            }
+        }
+    }
+
+    /// Runs `command`; returns `(exit_code, stdout, stderr)` with output decoded as UTF-8
+    /// (invalid bytes replaced). `timeout` is in seconds, `None` for no limit. A Ctrl-C kills
+    /// the command in the guest and raises `KeyboardInterrupt`.
+    #[pyo3(signature = (command, timeout, shell, env = None, cwd = None))]
+    fn run(
+        &self,
+        py: Python<'_>,
+        command: &str,
+        timeout: Option<f64>,
+        shell: &str,
+        env: Option<BTreeMap<String, String>>,
+        cwd: Option<String>,
+    ) -> PyResult<(i32, String, String)> {
+        let shell = parse_shell(shell)?;
+        let timeout = parse_timeout(timeout)?;
+        let token = CancelToken::new();
+        let options = RunOptions {
+            shell,
+            timeout,
+            env: env.unwrap_or_default(),
+            cwd,
+            cancel: Some(token.clone()),
+        };
+        let vm = self.vm();
+        let result = match interruptible(py, || vm.run_with(command, &options), || token.cancel()) {
+            Waited::Done(result) => result,
+            Waited::Interrupted(err, _) => return Err(err),
+        };
+        match result {
+            Ok(r) => Ok((r.exit_code, r.stdout_str(), r.stderr_str())),
+            // Cancelled without a signal of ours: someone else's token cannot exist, but keep
+            // the Python convention all the same.
+            Err(Error::Cancelled { command, .. }) => Err(PyKeyboardInterrupt::new_err(format!(
+                "command {command:?} was cancelled"
+            ))),
+            Err(e) => Err(errors::to_py(py, e)),
+        }
+    }
+
+    /// Starts `command` and returns at once with a handle on its output, stdin and signals.
+    /// `stdin=false` gives the command `/dev/null` as stdin.
+    #[pyo3(signature = (command, timeout, shell, stdin, env = None, cwd = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn spawn(
+        &self,
+        py: Python<'_>,
+        command: &str,
+        timeout: Option<f64>,
+        shell: &str,
+        stdin: bool,
+        env: Option<BTreeMap<String, String>>,
+        cwd: Option<String>,
+    ) -> PyResult<NativeProcess> {
+        let options = SpawnOptions {
+            shell: parse_shell(shell)?,
+            env: env.unwrap_or_default(),
+            cwd,
+            timeout: parse_timeout(timeout)?,
+            stdin,
+            tty: None,
+        };
+        let vm = self.vm();
+        let process = py
+            .detach(|| vm.spawn(command, &options))
+            .map_err(|e| errors::to_py(py, e))?;
+        Ok(NativeProcess::new(process, command, stdin))
+    }
+
+    /// Copies the local file `local` to `guest_path`; returns the guest path written.
+    fn upload_file(&self, py: Python<'_>, local: PathBuf, guest_path: &str) -> PyResult<String> {
+        let vm = self.vm();
+        py.detach(|| vm.upload_file(&local, guest_path))
+            .map_err(|e| errors::file_to_py(py, e, Some(&local), guest_path))
+    }
+
+    /// Copies the guest file `guest_path` to `local`; returns the local path written.
+    fn download_file(
+        &self,
+        py: Python<'_>,
+        guest_path: &str,
+        local: PathBuf,
+    ) -> PyResult<OsString> {
+        let vm = self.vm();
+        py.detach(|| vm.download_file(guest_path, &local))
+            .map(PathBuf::into_os_string)
+            .map_err(|e| errors::file_to_py(py, e, Some(&local), guest_path))
+    }
+
+    /// Writes `data` to the guest file `guest_path` with permission bits `mode`.
+    fn write_file(&self, py: Python<'_>, guest_path: &str, data: &[u8], mode: u32) -> PyResult<()> {
+        let vm = self.vm();
+        py.detach(|| vm.write_file(guest_path, data, mode))
+            .map_err(|e| errors::file_to_py(py, e, None, guest_path))
+    }
+
+    /// The content of the guest file `guest_path`.
+    fn read_file<'py>(&self, py: Python<'py>, guest_path: &str) -> PyResult<Bound<'py, PyBytes>> {
+        let vm = self.vm();
+        let data = py
+            .detach(|| vm.read_file(guest_path))
+            .map_err(|e| errors::file_to_py(py, e, None, guest_path))?;
+        Ok(PyBytes::new(py, &data))
+    }
+
+    /// Copies the local directory tree `local` into the guest directory `guest_dir`.
+    fn upload_dir(&self, py: Python<'_>, local: PathBuf, guest_dir: &str) -> PyResult<()> {
+        let vm = self.vm();
+        py.detach(|| vm.upload_dir(&local, guest_dir))
+            .map_err(|e| errors::file_to_py(py, e, Some(&local), guest_dir))
+    }
+
+    /// Copies the guest directory tree `guest_dir` into the local directory `local`.
+    fn download_dir(&self, py: Python<'_>, guest_dir: &str, local: PathBuf) -> PyResult<()> {
+        let vm = self.vm();
+        py.detach(|| vm.download_dir(guest_dir, &local))
+            .map_err(|e| errors::file_to_py(py, e, Some(&local), guest_dir))
+    }
+
+    /// Sets managed environment variables; returns the sorted names of all of them.
+    fn set_env_vars(
+        &self,
+        py: Python<'_>,
+        vars: BTreeMap<String, String>,
+        merge: bool,
+    ) -> PyResult<Vec<String>> {
+        let vm = self.vm();
+        py.detach(|| vm.set_env_vars(&vars, merge))
+            .map_err(|e| errors::to_py(py, e))
+    }
+
+    /// The managed environment variables.
+    fn list_env_vars(&self, py: Python<'_>) -> PyResult<BTreeMap<String, String>> {
+        let vm = self.vm();
+        py.detach(|| vm.list_env_vars())
+            .map_err(|e| errors::to_py(py, e))
+    }
+
+    /// Removes `keys`; returns the removed variables that existed, with their values.
+    fn unset_env_vars(
+        &self,
+        py: Python<'_>,
+        keys: Vec<String>,
+    ) -> PyResult<BTreeMap<String, String>> {
+        let vm = self.vm();
+        py.detach(|| vm.unset_env_vars(&keys))
+            .map_err(|e| errors::to_py(py, e))
+    }
+
+    /// Stops the VM (clean guest shutdown, forced after 5 s). Does nothing if not running.
+    fn stop(&self, py: Python<'_>) -> PyResult<()> {
+        let vm = self.vm();
+        py.detach(|| vm.stop()).map_err(|e| errors::to_py(py, e))
+    }
+
+    /// Stops the VM if needed and removes everything it left on the host.
+    fn delete(&self, py: Python<'_>) -> PyResult<()> {
+        let vm = self.vm();
+        py.detach(|| vm.delete()).map_err(|e| errors::to_py(py, e))
+    }
+}
+
+impl Drop for NativeVm {
+    fn drop(&mut self) {
+        let Some(vm) = self.vm.take() else { return };
+        if matches!(vm.status(), VmState::Created | VmState::Deleted) {
+            return;
+        }
+        // Stopping takes a moment: let other Python threads run meanwhile. (Dropping the SDK
+        // handle stops and deletes the VM.) When Python cannot be attached to (interpreter
+        // shutdown), the closure is dropped unrun and the VM with it.
+        let _ = Python::try_attach(move |py| py.detach(move || drop(vm)));
+    }
+}
+
+/// The SDK launcher for a command line (program, then arguments before `--dir <vm dir>`).
+fn launcher_of(words: Vec<OsString>) -> PyResult<Launcher> {
+    let mut words = words.into_iter();
+    let program = words.next().ok_or_else(|| {
+        PyValueError::new_err("launcher must name a program to run the supervisor with")
+    })?;
+    Ok(Launcher::new(program, words.collect()))
+}
+
+/// `"login"` or `"raw"`.
+fn parse_shell(shell: &str) -> PyResult<Shell> {
+    match shell {
+        "login" => Ok(Shell::Login),
+        "raw" => Ok(Shell::Raw),
+        other => Err(PyValueError::new_err(format!(
+            "shell must be \"login\" or \"raw\", not {other:?}"
+        ))),
+    }
+}
+
+/// A timeout in seconds, `None` for no limit.
+fn parse_timeout(timeout: Option<f64>) -> PyResult<Option<Duration>> {
+    timeout
+        .map(|secs| {
+            Duration::try_from_secs_f64(secs).map_err(|_| {
+                PyValueError::new_err(format!(
+                    "timeout must be a positive number of seconds or None, not {secs}"
+                ))
+            })
+        })
+        .transpose()
+}

@@ -17,7 +17,7 @@ use smolvm_protocol::{ErrorKind, FileKind, Frame, FrameKind, Request, Response, 
 use crate::server::Shared;
 
 /// Size of the chunks a file is read in (one frame each).
-const CHUNK: usize = 256 << 10;
+const CHUNK: usize = 1 << 20;
 
 fn io_error(path: &Path, e: &io::Error) -> Response {
     let kind = match e.kind() {

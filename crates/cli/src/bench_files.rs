@@ -28,7 +28,8 @@ pub struct TransferBench {
 pub fn run(file_mib: u64) -> Result<TransferBench> {
     let vm = SmolVm::create(VmConfig {
         image: Some("minimal".into()),
-        mem_size_mib: (file_mib as u32 + 256).max(512),
+        // The minimal image keeps /tmp in RAM; tmpfs may use half of it.
+        mem_size_mib: (2 * file_mib as u32 + 256).max(512),
         ..VmConfig::default()
     })?;
     let dir = std::env::temp_dir().join(format!("smolvm-bench-{}", std::process::id()));

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::vm::SmolVm;
 
 /// Size of the chunks files are sent in.
-const CHUNK: usize = 256 << 10;
+const CHUNK: usize = 1 << 20;
 const ACTION: &str = "Cannot transfer files";
 
 /// What [`SmolVm::stat`] found at a guest path.

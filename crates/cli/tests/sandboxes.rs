@@ -5,18 +5,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{alive, json, pid_in, private_data_dir, run_in, smolvm, text};
-
-fn ok(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}: {}{}",
-        out.status.code(),
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
+use common::{alive, json, ok, pid_in, private_data_dir, run_in, smolvm, text};
 
 #[test]
 fn full_lifecycle_as_a_user_types_it() {

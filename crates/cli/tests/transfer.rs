@@ -5,18 +5,7 @@ mod common;
 use std::io::Write;
 use std::process::Stdio;
 
-use common::{private_data_dir, run_in, smolvm, text};
-
-fn ok(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}: {}{}",
-        out.status.code(),
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
+use common::{ok, private_data_dir, run_in, smolvm, text};
 
 #[test]
 fn cp_files_and_trees_both_ways() {

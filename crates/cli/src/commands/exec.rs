@@ -1,13 +1,10 @@
 //! `smolvm exec`: a command line in a running sandbox, output streamed as it comes.
 
-use std::io::Write;
-
 use anyhow::Result;
 use smolvm::run::join_command_words;
-use smolvm::{Output, RunOptions, Shell, SmolVm};
+use smolvm::{RunOptions, Shell, SmolVm};
 
 use crate::cli::ExecArgs;
-use crate::output::print_json;
 
 pub fn exec(args: ExecArgs, json: bool) -> Result<i32> {
     let command = join_command_words(&args.command);
@@ -21,25 +18,5 @@ pub fn exec(args: ExecArgs, json: bool) -> Result<i32> {
     if args.interactive || args.tty {
         return super::shell::interactive(&vm, &command, &options, args.tty);
     }
-    if json {
-        let result = vm.run_with(&command, &options)?;
-        print_json(&serde_json::json!({
-            "name": vm.vm_id(),
-            "exit_code": result.exit_code,
-            "stdout": result.stdout_str(),
-            "stderr": result.stderr_str(),
-        }));
-        return Ok(result.exit_code);
-    }
-    let (mut stdout, mut stderr) = (std::io::stdout().lock(), std::io::stderr());
-    let (code, _) = vm.run_streaming(&command, &options, &mut |chunk| match chunk {
-        Output::Stdout(bytes) => {
-            let _ = stdout.write_all(bytes);
-            let _ = stdout.flush();
-        }
-        Output::Stderr(bytes) => {
-            let _ = stderr.write_all(bytes);
-        }
-    })?;
-    Ok(code)
+    super::run::run_and_report(&vm, &command, &options, json, "name")
 }

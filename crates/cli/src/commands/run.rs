@@ -43,10 +43,23 @@ pub fn run(args: RunArgs, json: bool) -> Result<i32> {
         });
     }
     let vm = SmolVm::create(config)?;
+    run_and_report(&vm, &command, &options, json, "vm_id")
+}
+
+/// Runs `command` and reports it: with `json`, one envelope carrying the output (the VM's
+/// name under `id_key`); otherwise stdout and stderr stream to ours as they arrive. Returns
+/// the command's exit code.
+pub fn run_and_report(
+    vm: &SmolVm,
+    command: &str,
+    options: &RunOptions,
+    json: bool,
+    id_key: &str,
+) -> Result<i32> {
     if json {
-        let result = vm.run_with(&command, &options)?;
+        let result = vm.run_with(command, options)?;
         print_json(&serde_json::json!({
-            "vm_id": vm.vm_id(),
+            id_key: vm.vm_id(),
             "exit_code": result.exit_code,
             "stdout": result.stdout_str(),
             "stderr": result.stderr_str(),
@@ -54,7 +67,7 @@ pub fn run(args: RunArgs, json: bool) -> Result<i32> {
         return Ok(result.exit_code);
     }
     let (mut stdout, mut stderr) = (std::io::stdout().lock(), std::io::stderr());
-    let (code, _) = vm.run_streaming(&command, &options, &mut |chunk| match chunk {
+    let (code, _) = vm.run_streaming(command, options, &mut |chunk| match chunk {
         Output::Stdout(bytes) => {
             let _ = stdout.write_all(bytes);
             let _ = stdout.flush();

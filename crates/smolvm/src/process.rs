@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use smolvm_protocol::{ExecRequest, FrameKind, Request, Response, Shell, TtySize};
+use smolvm_protocol::{FrameKind, Response, Shell, TtySize};
 
 use crate::client::{Call, Connection};
 use crate::error::{Error, Result};
@@ -176,15 +176,7 @@ impl SmolVm {
         };
         crate::vm::validate_run(command, &run_options)?;
         let conn: Arc<Connection> = self.conn("Cannot run command")?;
-        let request = Request::Exec(ExecRequest {
-            command: command.to_string(),
-            shell: options.shell,
-            env: options.env.clone(),
-            cwd: options.cwd.clone(),
-            timeout_ms: options.timeout.map(|t| t.as_millis().max(1) as u64),
-            stdin: options.stdin || options.tty.is_some(),
-            tty: options.tty,
-        });
+        let request = crate::vm::exec_request(command, &run_options, options.stdin, options.tty);
         Ok(Process {
             call: conn.start_request(&request)?,
             vm_id: self.vm_id().to_string(),

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use smolvm_protocol::{
     validate_env_key, validate_env_value, ErrorKind, ExecRequest, FrameKind, Request, Response,
+    TtySize,
 };
 
 use crate::client::Connection;
@@ -398,16 +399,7 @@ impl SmolVm {
     ) -> Result<(i32, Duration)> {
         validate_run(command, options)?;
         let conn = self.conn("Cannot run command")?;
-        let request = Request::Exec(ExecRequest {
-            command: command.to_string(),
-            shell: options.shell,
-            env: options.env.clone(),
-            cwd: options.cwd.clone(),
-            timeout_ms: options.timeout.map(|t| t.as_millis().max(1) as u64),
-            stdin: false,
-            tty: None,
-        });
-        let call = conn.start_request(&request)?;
+        let call = conn.start_request(&exec_request(command, options, false, None))?;
         let deadline = options.timeout.map(|t| Instant::now() + t + TIMEOUT_SLACK);
         let kill = || call.send(FrameKind::Signal, libc::SIGKILL.to_le_bytes().to_vec());
         loop {
@@ -643,6 +635,24 @@ impl Drop for SmolVm {
             tracing::warn!(vm = %self.config.vm_id, "cleanup on drop failed: {e}");
         }
     }
+}
+
+/// The agent request that runs `command` with `options`.
+pub(crate) fn exec_request(
+    command: &str,
+    options: &RunOptions,
+    stdin: bool,
+    tty: Option<TtySize>,
+) -> Request {
+    Request::Exec(ExecRequest {
+        command: command.to_string(),
+        shell: options.shell,
+        env: options.env.clone(),
+        cwd: options.cwd.clone(),
+        timeout_ms: options.timeout.map(|t| t.as_millis().max(1) as u64),
+        stdin: stdin || tty.is_some(),
+        tty,
+    })
 }
 
 /// Refuses a command that cannot run, before anything is sent.

@@ -177,13 +177,16 @@ impl SmolVm {
             }),
         };
         if let (Some(pid), "running") = (info.supervisor_pid, info.state.as_str()) {
-            let conn = Connection::connect(&vm.paths.api_socket(), &vm.config.vm_id)?;
-            let mut inner = vm.lock();
-            inner.running = Some(Running {
-                conn,
-                supervisor: SupervisorProcess::Detached(pid),
-            });
-            inner.state = VmState::Running;
+            // A supervisor whose VM has just ended refuses the handshake: the sandbox is then
+            // simply not running (and `start()` boots it again).
+            if let Ok(conn) = Connection::connect(&vm.paths.api_socket(), &vm.config.vm_id) {
+                let mut inner = vm.lock();
+                inner.running = Some(Running {
+                    conn,
+                    supervisor: SupervisorProcess::Detached(pid),
+                });
+                inner.state = VmState::Running;
+            }
         }
         Ok(vm)
     }
@@ -241,6 +244,17 @@ impl SmolVm {
         }
         let restart =
             self.persistent && inner.state == VmState::Stopped && self.paths.spec().is_file();
+        if restart {
+            // Two supervisors on one disk would corrupt it: wait for the last one to be gone.
+            if let Some(pid) = crate::sandbox::read_pid(&self.paths.supervisor_pid())
+                .filter(|p| crate::sandbox::pid_alive(*p))
+            {
+                return Err(Error::StartFailed {
+                    vm_id: self.config.vm_id.clone(),
+                    reason: format!("its previous supervisor (pid {pid}) is still running; try again in a moment"),
+                });
+            }
+        }
         if !restart {
             self.register()?;
         }

@@ -52,6 +52,9 @@ fn serve_client(supervisor: &Arc<Supervisor>, id: u64, stream: UnixStream) {
                         ErrorKind::InvalidRequest,
                         format!("client speaks protocol {protocol}, supervisor speaks {PROTOCOL_VERSION}"),
                     )
+                } else if let Some(reason) = supervisor.router.closed_reason() {
+                    // The VM just ended and this supervisor is on its way out.
+                    Response::error(ErrorKind::VmNotRunning, reason)
                 } else {
                     match supervisor.agent.get() {
                         Some(info) => Response::Hello(info.clone()),

@@ -13,7 +13,7 @@ use smolvm_protocol::{
 
 use crate::port::PortReader;
 use crate::reaper::Reaper;
-use crate::{env, exec, files, sys};
+use crate::{env, exec, files, identity, sys};
 
 /// What the host can still reach of a request in flight: a running command, or a file being
 /// written.
@@ -159,11 +159,15 @@ fn dispatch(shared: &Arc<Shared>, id: u64, request: Request) {
         Request::Hello {
             protocol,
             host_time_ns,
+            identity,
         } => {
             if let Some(ns) = host_time_ns {
                 if let Err(e) = sys::set_clock(ns) {
                     eprintln!("smolvm-agent: cannot set the clock: {e}");
                 }
+            }
+            if let Some(identity) = &identity {
+                identity::apply(identity);
             }
             let info = AgentInfo {
                 protocol: PROTOCOL_VERSION,
@@ -230,7 +234,12 @@ fn dispatch(shared: &Arc<Shared>, id: u64, request: Request) {
             spawn_worker(shared, id, move || files::handle(&worker, id, request));
         }
         Request::Shutdown => unreachable!("handled by the frame loop"),
-        Request::Status | Request::Stop { .. } | Request::ChannelBench { .. } => {
+        Request::Status
+        | Request::Stop { .. }
+        | Request::ChannelBench { .. }
+        | Request::Pause
+        | Request::Resume
+        | Request::Snapshot { .. } => {
             let message = format!(
                 "{} is answered by the host supervisor, not the agent",
                 request.log_summary()

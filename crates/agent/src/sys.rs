@@ -87,3 +87,35 @@ pub fn set_nonblocking(fd: libc::c_int) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// `RNDADDENTROPY`: `_IOW('R', 0x03, int[2])`.
+const RNDADDENTROPY: libc::c_ulong = 0x4008_5203;
+/// `RNDRESEEDCRNG`: `_IO('R', 0x07)`.
+const RNDRESEEDCRNG: libc::c_ulong = 0x5207;
+
+/// Mixes `seed` into the kernel's entropy pool, crediting it, then forces the kernel's random
+/// generator to reseed from the pool at once (rather than at its next periodic reseed), so
+/// that every number drawn afterwards depends on `seed`.
+pub fn reseed_rng(seed: &[u8]) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let random = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/urandom")?;
+    // struct rand_pool_info { int entropy_count; int buf_size; __u32 buf[]; }
+    let mut info = Vec::with_capacity(8 + seed.len());
+    info.extend_from_slice(&((seed.len() * 8) as i32).to_ne_bytes());
+    info.extend_from_slice(&(seed.len() as i32).to_ne_bytes());
+    info.extend_from_slice(seed);
+    // SAFETY: `info` is a valid rand_pool_info whose buf_size matches the bytes that follow;
+    // the kernel only reads it.
+    check(unsafe { libc::ioctl(random.as_raw_fd(), RNDADDENTROPY as _, info.as_ptr()) })?;
+    // SAFETY: an ioctl without argument on a descriptor we own.
+    check(unsafe { libc::ioctl(random.as_raw_fd(), RNDRESEEDCRNG as _) })?;
+    Ok(())
+}
+
+/// Sets the hostname (UTS namespace of PID 1, which every process of the guest shares).
+pub fn set_hostname(name: &str) -> io::Result<()> {
+    // SAFETY: the pointer and length describe `name`'s bytes.
+    check(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) }).map(|_| ())
+}

@@ -21,8 +21,8 @@ pub use envfile::{
 pub use error::ProtocolError;
 pub use frame::{read_frame, write_frame, Frame, FrameKind, HEADER_LEN, MAX_PAYLOAD};
 pub use message::{
-    AgentInfo, ErrorKind, ExecRequest, ExitStatus, FileKind, Request, Response, Shell,
-    SupervisorStatus, TreeEntry, TtySize,
+    AgentInfo, ErrorKind, ExecRequest, ExitStatus, FileKind, GuestIdentity, Request, Response,
+    Shell, SnapshotStats, SupervisorStatus, TreeEntry, TtySize,
 };
 
 /// Version of this protocol. Peers exchange it in the `Hello` handshake and refuse to talk to a

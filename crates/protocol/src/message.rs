@@ -81,7 +81,7 @@ pub struct TreeEntry {
 
 /// A request. Most are served by the guest agent; the ones marked *supervisor* are answered by
 /// the per-VM supervisor on the host and never reach the guest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     /// Handshake: the first request on every connection.
@@ -91,6 +91,10 @@ pub enum Request {
         /// Host wall-clock time (ns since the Unix epoch); the agent steps the guest clock to it.
         #[serde(default)]
         host_time_ns: Option<u64>,
+        /// Who the guest is: sent at every boot and after every restore from a snapshot, so
+        /// that guests restored from one snapshot are distinct machines.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        identity: Option<GuestIdentity>,
     },
     /// Run a command; answered by output frames then [`Response::Exited`].
     Exec(ExecRequest),
@@ -165,13 +169,64 @@ pub enum Request {
         /// Payload size of each echo.
         size: u32,
     },
+    /// *Supervisor*: stop the guest's vCPUs (memory is kept); answered by [`Response::Ok`].
+    Pause,
+    /// *Supervisor*: restart the vCPUs of a paused guest and step its clock to the host's;
+    /// answered by [`Response::Ok`].
+    Resume,
+    /// *Supervisor*: save memory, device state and disk to `dir` (which must not exist; it is
+    /// filled under a temporary name and renamed, so it is complete or absent). Answered by
+    /// [`Response::Snapshot`].
+    Snapshot {
+        /// Absolute host path of the snapshot's directory.
+        dir: String,
+        /// Leave the guest paused afterwards instead of resuming it.
+        #[serde(default)]
+        keep_paused: bool,
+        /// The client's description of the snapshot, stored as its `snapshot.json` with the
+        /// measured `stats` added.
+        #[serde(default)]
+        meta: serde_json::Value,
+    },
+}
+
+/// A guest's identity, applied by the agent in the handshake.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestIdentity {
+    /// Hostname (the VM's id).
+    pub hostname: String,
+    /// 32 lowercase hex digits, written to `/etc/machine-id`.
+    pub machine_id: String,
+    /// Hex-encoded random bytes mixed into the guest kernel's entropy pool, which is then
+    /// reseeded, so that restored copies of one guest draw different random numbers.
+    pub seed: String,
+}
+
+/// What the supervisor measured while taking a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotStats {
+    /// Size of the migration stream before compression.
+    pub raw_bytes: u64,
+    /// Size of the compressed memory file.
+    pub memory_bytes: u64,
+    /// Size of the copied disk overlay (0 without a disk).
+    pub disk_bytes: u64,
+    /// How long the guest was stopped, in milliseconds.
+    pub paused_ms: u64,
+    /// Whole operation, in milliseconds.
+    pub save_ms: u64,
 }
 
 impl Request {
     /// Whether the supervisor answers this request itself instead of forwarding it to the guest.
     pub fn is_for_supervisor(&self) -> bool {
         match self {
-            Request::Status | Request::Stop { .. } | Request::ChannelBench { .. } => true,
+            Request::Status
+            | Request::Stop { .. }
+            | Request::ChannelBench { .. }
+            | Request::Pause
+            | Request::Resume
+            | Request::Snapshot { .. } => true,
             Request::Hello { .. }
             | Request::Exec(_)
             | Request::WriteFile { .. }
@@ -206,6 +261,11 @@ impl Request {
             Request::Status => "status".into(),
             Request::Stop { grace_ms } => format!("stop (grace {grace_ms} ms)"),
             Request::ChannelBench { rounds, size } => format!("channel bench {rounds}x{size}B"),
+            Request::Pause => "pause".into(),
+            Request::Resume => "resume".into(),
+            Request::Snapshot { keep_paused, .. } => {
+                format!("snapshot (keep paused {keep_paused})")
+            }
         }
     }
 }
@@ -241,7 +301,8 @@ pub struct AgentInfo {
 pub struct SupervisorStatus {
     /// The VM's id.
     pub vm_id: String,
-    /// `running` while the guest answers; `stopping` once a stop began.
+    /// `running` while the guest answers, `paused` while its vCPUs are stopped, `stopping`
+    /// once a stop began.
     pub state: String,
     /// The QEMU process id.
     pub qemu_pid: u32,
@@ -269,6 +330,8 @@ pub enum ErrorKind {
     Io,
     /// The VM is not running (stopping, stopped).
     VmNotRunning,
+    /// The VM is paused: resume it first.
+    Paused,
     /// Anything else.
     Internal,
 }
@@ -309,6 +372,8 @@ pub enum Response {
         /// The entries.
         entries: Vec<TreeEntry>,
     },
+    /// A snapshot was written.
+    Snapshot(SnapshotStats),
     /// Round-trip times of a `ChannelBench`, in nanoseconds.
     ChannelBench {
         /// One entry per round trip.

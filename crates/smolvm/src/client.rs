@@ -117,6 +117,7 @@ impl Connection {
         let hello = Request::Hello {
             protocol: PROTOCOL_VERSION,
             host_time_ns: Some(host_time_ns),
+            identity: None,
         };
         match conn.call(&hello, Some(Duration::from_secs(10)))? {
             Response::Hello(info) => {

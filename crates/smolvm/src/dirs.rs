@@ -11,6 +11,9 @@
 //! <data>/cache/           packages downloaded by debootstrap, reused by later builds
 //! <data>/vms/<id>/        one directory per VM: vm.json, sockets, logs, pid files, and
 //!                         for a disk image its overlay.qcow2 over base.ext4 (a hard link)
+//! <data>/snapshots/<id>/  one directory per snapshot: snapshot.json, memory.zst, and hard
+//!                         links to what the guest booted from (plus its overlay's copy)
+//! <data>/templates/<key>/ pre-booted snapshots that new VMs start from (same layout)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -72,6 +75,16 @@ impl DataDir {
     /// The directory of VM `id`.
     pub fn vm_dir(&self, id: &str) -> PathBuf {
         self.vms_dir().join(id)
+    }
+
+    /// Parent of all snapshot directories.
+    pub fn snapshots_dir(&self) -> PathBuf {
+        self.root.join("snapshots")
+    }
+
+    /// Parent of the pre-booted templates.
+    pub fn templates_dir(&self) -> PathBuf {
+        self.root.join("templates")
     }
 
     /// Cached facts about the host (TSC frequency).

@@ -2,6 +2,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Write};
+use std::os::fd::AsRawFd;
 use std::path::Path;
 
 /// Writes `bytes` to `path` atomically and durably: a temp file in the same directory, fsync,
@@ -29,6 +30,44 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Makes `dest` a hard link to `source` (free, and immune to `source` being replaced later),
+/// or a copy when the two are on different filesystems.
+pub fn link_or_copy(source: &Path, dest: &Path) -> io::Result<()> {
+    match fs::hard_link(source, dest) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(e),
+        Err(_) => fs::copy(source, dest).map(|_| ()),
+    }
+}
+
+/// Flushes a directory's entries (a rename or a new file in it) to disk.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// An exclusive `flock` held until dropped.
+pub(crate) struct Lock(File);
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        // SAFETY: the descriptor is open for the life of `self.0`.
+        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+    }
+}
+
+pub(crate) fn lock(path: &Path) -> crate::error::Result<Lock> {
+    let file = File::create(path)
+        .map_err(|e| crate::error::Error::io(format!("creating {}", path.display()), e))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(crate::error::Error::io(
+            format!("locking {}", path.display()),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(Lock(file))
 }
 
 /// Seconds since the Unix epoch (0 if the clock is before it).

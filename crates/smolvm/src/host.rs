@@ -20,6 +20,15 @@ pub fn total_memory_mib() -> u64 {
         .map_or(0, |kib| kib / 1024)
 }
 
+/// `n` random bytes from the host's kernel, hex-encoded.
+pub fn random_hex(n: usize) -> String {
+    (0..n.div_ceil(8))
+        .flat_map(|_| random_u64().to_le_bytes())
+        .take(n)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Eight random bytes from the kernel.
 pub fn random_u64() -> u64 {
     let mut buf = [0u8; 8];

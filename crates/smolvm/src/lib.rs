@@ -29,8 +29,10 @@ pub mod process;
 pub mod run;
 pub mod sandbox;
 pub mod setup;
+pub mod snapshot;
 pub mod store;
 pub mod supervisor;
+pub mod template;
 pub mod vm;
 
 pub use config::{ValidConfig, VmConfig, DEFAULT_BOOT_ARGS};
@@ -39,4 +41,5 @@ pub use error::{Error, Result};
 pub use run::{CancelToken, CommandResult, Output, RunOptions, Shell};
 /// The wire protocol (re-exported for error kinds and low-level clients).
 pub use smolvm_protocol as protocol;
-pub use vm::{SmolVm, VmState};
+pub use snapshot::SnapshotMeta;
+pub use vm::{RestoreOptions, SmolVm, SnapshotOptions, VmState};

@@ -70,6 +70,24 @@ impl VmPaths {
         self.dir.join("base.ext4")
     }
 
+    /// Present while the guest is paused by the user (its content is irrelevant), so that
+    /// listings can say so without asking the supervisor.
+    pub fn paused_marker(&self) -> PathBuf {
+        self.dir.join("paused")
+    }
+    /// QEMU sends its migration stream here while a snapshot is taken.
+    pub fn migration_socket(&self) -> PathBuf {
+        self.dir.join("mig.sock")
+    }
+    /// A hard link to the kernel a restored VM booted from (its snapshot may be removed).
+    pub fn kernel_link(&self) -> PathBuf {
+        self.dir.join("vmlinux")
+    }
+    /// A hard link to the initramfs a restored VM booted from.
+    pub fn initrd_link(&self) -> PathBuf {
+        self.dir.join("initrd.img")
+    }
+
     /// Fails when a socket path would not fit in `sun_path`.
     pub fn check_socket_len(&self) -> std::io::Result<()> {
         let longest = self.channel_socket();
@@ -83,5 +101,48 @@ impl VmPaths {
             ));
         }
         Ok(())
+    }
+}
+
+/// The files of one snapshot, all inside its directory. A snapshot carries (hard links to)
+/// everything its guest booted from, so that rebuilding or removing an image never changes
+/// what it restores.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotPaths {
+    dir: PathBuf,
+}
+
+impl SnapshotPaths {
+    /// The files of the snapshot whose directory is `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+    /// The snapshot's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    /// What the snapshot is (JSON), written last: a directory without it is not a snapshot.
+    pub fn meta(&self) -> PathBuf {
+        self.dir.join("snapshot.json")
+    }
+    /// QEMU's migration stream (memory and device state), zstd-compressed with a checksum.
+    pub fn memory(&self) -> PathBuf {
+        self.dir.join("memory.zst")
+    }
+    /// The kernel the guest booted.
+    pub fn kernel(&self) -> PathBuf {
+        self.dir.join("vmlinux")
+    }
+    /// The initramfs the guest booted (initramfs roots).
+    pub fn initrd(&self) -> PathBuf {
+        self.dir.join("initrd.img")
+    }
+    /// The disk overlay as it was at the snapshot (disk roots).
+    pub fn overlay(&self) -> PathBuf {
+        self.dir.join("overlay.qcow2")
+    }
+    /// The overlay's read-only base (disk roots), by the relative name the overlay uses.
+    pub fn base(&self) -> PathBuf {
+        self.dir.join("base.ext4")
     }
 }

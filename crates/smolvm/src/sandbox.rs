@@ -18,7 +18,7 @@ pub struct SandboxInfo {
     /// The registry entry.
     #[serde(flatten)]
     pub record: Record,
-    /// `running`, `stopped`, `crashed` or `failed`.
+    /// `running`, `paused`, `stopped`, `crashed` or `failed`.
     pub state: String,
     /// Why it is not running, when known.
     pub reason: Option<String>,
@@ -59,7 +59,12 @@ pub fn inspect(data: &DataDir, record: Record) -> SandboxInfo {
     };
     if let Some(pid) = read_pid(&paths.supervisor_pid()) {
         if pid_alive(pid) {
-            info.state = "running".into();
+            info.state = if paths.paused_marker().exists() {
+                "paused"
+            } else {
+                "running"
+            }
+            .into();
             info.supervisor_pid = Some(pid);
             info.qemu_pid = read_pid(&paths.qemu_pid()).filter(|p| pid_alive(*p));
             info.uptime_secs = std::fs::metadata(paths.supervisor_pid())

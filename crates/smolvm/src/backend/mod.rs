@@ -2,6 +2,7 @@
 //! channel and the protocol are the same whatever the backend.
 
 pub mod qemu;
+pub mod qmp;
 
 use std::process::Command;
 

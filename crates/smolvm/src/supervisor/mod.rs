@@ -7,8 +7,10 @@
 //! killed supervisor takes its VM with it; an ephemeral VM's supervisor stops the VM when its
 //! owner (the process that created it) goes away, detected as EOF on its stdin.
 
+mod restore;
 mod router;
 mod serve;
+pub(crate) mod snapshot;
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -16,11 +18,11 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use smolvm_protocol::{AgentInfo, Request, Response, PROTOCOL_VERSION};
+use smolvm_protocol::{AgentInfo, GuestIdentity, Request, Response, PROTOCOL_VERSION};
 
 use crate::backend::qemu::{find_qemu, QemuBackend};
 use crate::backend::Backend;
@@ -44,6 +46,13 @@ pub struct LaunchSpec {
     pub data_dir: PathBuf,
     /// Remove the VM's directory when it stops, and stop it when the owner goes away.
     pub ephemeral: bool,
+    /// Start from this snapshot's memory instead of booting (used once: a later restart of
+    /// the same sandbox boots from its disk).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_from: Option<PathBuf>,
+    /// The guest's `/etc/machine-id` (32 hex digits), kept across restarts of one sandbox.
+    #[serde(default)]
+    pub machine_id: Option<String>,
 }
 
 /// The line the supervisor prints on stdout once the VM answers (or failed to).
@@ -77,6 +86,8 @@ pub struct ExitRecord {
 /// State shared by the supervisor's threads.
 pub(crate) struct Supervisor {
     pub(crate) vm_id: String,
+    pub(crate) config: ValidConfig,
+    pub(crate) paths: VmPaths,
     pub(crate) qemu_pid: u32,
     pub(crate) accel: String,
     pub(crate) agent: std::sync::OnceLock<AgentInfo>,
@@ -86,6 +97,13 @@ pub(crate) struct Supervisor {
     pub(crate) qemu_exited: AtomicBool,
     /// Persistent sandboxes save their managed variables at stop (see [`save_env`]).
     pub(crate) persistent_env: Option<PathBuf>,
+    /// The user paused the guest (see [`snapshot::pause`]).
+    pub(crate) paused: AtomicBool,
+    /// Held while a snapshot is taken (or a pause/resume is applied), so that they never
+    /// interleave.
+    pub(crate) snapshotting: Mutex<()>,
+    /// The QMP session, connected on first use.
+    pub(crate) qmp: Mutex<Option<crate::backend::qmp::Qmp>>,
 }
 
 impl Supervisor {
@@ -96,6 +114,13 @@ impl Supervisor {
             return;
         }
         tracing::info!("stopping VM {} (grace {grace:?})", self.vm_id);
+        if self.paused.load(Ordering::SeqCst) {
+            // A paused guest cannot shut down cleanly (or answer for its variables).
+            if let Err(e) = self.continue_guest() {
+                tracing::warn!("cannot resume VM {} to stop it: {e}", self.vm_id);
+            }
+            let _ = std::fs::remove_file(self.paths.paused_marker());
+        }
         if let Some(path) = &self.persistent_env {
             save_env(self, path);
         }
@@ -194,6 +219,8 @@ fn finish(paths: &VmPaths, spec: &LaunchSpec, state: &str, reason: &str) {
         paths.qmp_socket(),
         paths.qemu_pid(),
         paths.supervisor_pid(),
+        paths.paused_marker(),
+        paths.migration_socket(),
     ] {
         let _ = std::fs::remove_file(path);
     }
@@ -265,6 +292,13 @@ fn boot(
 
     let mut command = backend.command(config, paths);
     command.stdin(Stdio::null()).stdout(Stdio::null());
+    let incoming = match &spec.restore_from {
+        Some(dir) => Some(restore::prepare(
+            &mut command,
+            &crate::paths::SnapshotPaths::new(dir).memory(),
+        )?),
+        None => None,
+    };
     let parent = std::process::id() as i32;
     // SAFETY: prctl and getppid are async-signal-safe. PDEATHSIG makes the kernel kill QEMU if
     // this thread (the main thread, which lives as long as the supervisor) dies.
@@ -285,6 +319,7 @@ fn boot(
     let _ = std::fs::write(paths.qemu_pid(), qemu_pid.to_string());
     tracing::info!("VM {}: QEMU pid {qemu_pid}", config.vm_id);
 
+    let incoming = incoming.map(restore::PipeEnds::start).transpose()?;
     let stream = accept_channel(&channel, guard.0.as_mut().expect("child"), paths)?;
     drop(channel);
     let _ = std::fs::remove_file(paths.channel_socket());
@@ -295,6 +330,8 @@ fn boot(
 
     let supervisor = Arc::new(Supervisor {
         vm_id: config.vm_id.clone(),
+        config: config.clone(),
+        paths: paths.clone(),
         qemu_pid,
         accel: backend.accel().to_string(),
         agent: std::sync::OnceLock::new(),
@@ -302,6 +339,9 @@ fn boot(
         stopping: AtomicBool::new(false),
         qemu_exited: AtomicBool::new(false),
         persistent_env: (!spec.ephemeral).then(|| paths.saved_env()),
+        paused: AtomicBool::new(false),
+        snapshotting: Mutex::new(()),
+        qmp: Mutex::new(None),
     });
     let pump = Arc::clone(&supervisor);
     std::thread::Builder::new()
@@ -309,7 +349,18 @@ fn boot(
         .spawn(move || pump.router.pump_from_agent(reader))
         .map_err(|e| format!("cannot start a thread: {e}"))?;
 
-    let agent = handshake(&supervisor, guard.0.as_mut().expect("child"))?;
+    if let Some(incoming) = incoming {
+        incoming.finish(&supervisor, guard.0.as_mut().expect("child"))?;
+    }
+    let identity = GuestIdentity {
+        hostname: config.vm_id.clone(),
+        machine_id: spec
+            .machine_id
+            .clone()
+            .unwrap_or_else(|| crate::host::random_hex(16)),
+        seed: crate::host::random_hex(64),
+    };
+    let agent = handshake(&supervisor, guard.0.as_mut().expect("child"), identity)?;
     let _ = supervisor.agent.set(agent.clone());
     if !config.env_vars.is_empty() {
         inject_env(&supervisor, config)?;
@@ -402,13 +453,15 @@ fn accept_channel(
 }
 
 /// Waits for the agent's answer to our `Hello`, watching QEMU meanwhile.
-fn handshake(supervisor: &Supervisor, qemu: &mut Child) -> Result<AgentInfo, String> {
-    let host_time_ns = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
+fn handshake(
+    supervisor: &Supervisor,
+    qemu: &mut Child,
+    identity: GuestIdentity,
+) -> Result<AgentInfo, String> {
     let replies = supervisor.router.request_internal(&Request::Hello {
         protocol: PROTOCOL_VERSION,
-        host_time_ns: Some(host_time_ns),
+        host_time_ns: Some(snapshot::host_time_ns()),
+        identity: Some(identity),
     })?;
     let deadline = Instant::now() + BOOT_TIMEOUT;
     loop {
@@ -472,6 +525,8 @@ pub(crate) fn status_of(supervisor: &Supervisor) -> Response {
         vm_id: supervisor.vm_id.clone(),
         state: if supervisor.stopping.load(Ordering::SeqCst) {
             "stopping"
+        } else if supervisor.paused.load(Ordering::SeqCst) {
+            "paused"
         } else {
             "running"
         }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use smolvm_protocol::{read_frame, ErrorKind, FrameKind, Request, Response, PROTOCOL_VERSION};
 
 use super::router::Client;
-use super::{channel_bench, status_of, Supervisor};
+use super::{channel_bench, snapshot, status_of, Supervisor};
 
 /// Accepts clients until the listener fails (the supervisor exits with the VM).
 pub(crate) fn accept_clients(supervisor: &Arc<Supervisor>, listener: UnixListener) {
@@ -68,6 +68,16 @@ fn serve_client(supervisor: &Arc<Supervisor>, id: u64, stream: UnixStream) {
                 supervisor.begin_stop(Duration::from_millis(grace_ms));
                 client.respond(frame.id, &Response::Ok);
             }
+            Request::Pause => client.respond(frame.id, &snapshot::pause(supervisor)),
+            Request::Resume => client.respond(frame.id, &snapshot::resume(supervisor)),
+            Request::Snapshot {
+                dir,
+                keep_paused,
+                meta,
+            } => {
+                let response = snapshot::snapshot(supervisor, &dir, keep_paused, meta);
+                client.respond(frame.id, &response);
+            }
             Request::ChannelBench { rounds, size } => {
                 client.respond(frame.id, &channel_bench(supervisor, rounds, size));
             }
@@ -90,6 +100,12 @@ fn serve_client(supervisor: &Arc<Supervisor>, id: u64, stream: UnixStream) {
                 if supervisor.stopping.load(Ordering::SeqCst) {
                     let message = format!("VM {} is stopping", supervisor.vm_id);
                     client.respond(frame.id, &Response::error(ErrorKind::VmNotRunning, message));
+                } else if supervisor.paused.load(Ordering::SeqCst) {
+                    let message = format!(
+                        "VM {} is paused; resume it first (`smolvm resume {}`)",
+                        supervisor.vm_id, supervisor.vm_id
+                    );
+                    client.respond(frame.id, &Response::error(ErrorKind::Paused, message));
                 } else {
                     supervisor.router.forward(&client, frame);
                 }

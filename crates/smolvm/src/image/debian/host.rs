@@ -1,9 +1,7 @@
 //! Host-side helpers of an image build: free space, a lock per image, running the build
 //! tools with progress, and removing a build tree safely.
 
-use std::fs::File;
 use std::io::{BufRead, BufReader};
-use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -51,28 +49,7 @@ pub fn available_mib(dir: &Path) -> Result<u64> {
     Ok(stat.f_bavail as u64 * stat.f_frsize as u64 / (1 << 20))
 }
 
-/// An exclusive `flock` held until dropped.
-pub(crate) struct Lock(File);
-
-impl Drop for Lock {
-    fn drop(&mut self) {
-        // SAFETY: the descriptor is open for the life of `self.0`.
-        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
-    }
-}
-
-pub(crate) fn lock(path: &Path) -> Result<Lock> {
-    let file =
-        File::create(path).map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
-    // SAFETY: flock on a descriptor we own.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(Error::io(
-            format!("locking {}", path.display()),
-            std::io::Error::last_os_error(),
-        ));
-    }
-    Ok(Lock(file))
-}
+pub(crate) use crate::fsutil::lock;
 
 /// Unmounts whatever a killed debootstrap left mounted inside `tree`, then deletes `tree`
 /// without crossing into other filesystems (debootstrap may bind-mount the host's /dev there).

@@ -1,6 +1,11 @@
 //! The VM handle: start, run commands, manage environment variables, stop, delete.
 
+mod snapshot;
+
+pub use snapshot::{RestoreOptions, SnapshotOptions};
+
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::process::{Child, ChildStdin};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -36,6 +41,8 @@ pub enum VmState {
     Created,
     /// Booted and answering.
     Running,
+    /// Booted, with its vCPUs stopped by [`SmolVm::pause`]; memory is kept.
+    Paused,
     /// Stopped; can be deleted.
     Stopped,
     /// Deleted; nothing of it remains.
@@ -48,6 +55,7 @@ impl VmState {
         match self {
             VmState::Created => "created",
             VmState::Running => "running",
+            VmState::Paused => "paused",
             VmState::Stopped => "stopped",
             VmState::Deleted => "deleted",
         }
@@ -100,6 +108,10 @@ pub struct SmolVm {
     persistent: bool,
     /// Stop and delete the VM when the handle is dropped.
     owned: bool,
+    /// Never start from a pre-booted template (see [`SmolVm::set_cold`]).
+    cold: bool,
+    /// The snapshot the first start restores (see [`SmolVm::restore`]).
+    restore_from: Option<PathBuf>,
     inner: Mutex<Inner>,
 }
 
@@ -122,6 +134,10 @@ impl SmolVm {
 
     fn build(config: VmConfig, data: DataDir, persistent: bool) -> Result<Self> {
         let config = config.validate(&data)?;
+        Self::from_valid(config, data, persistent)
+    }
+
+    fn from_valid(config: ValidConfig, data: DataDir, persistent: bool) -> Result<Self> {
         // Fail here, with the install hint, rather than inside the supervisor.
         crate::backend::qemu::find_qemu()?;
         let paths = VmPaths::new(data.vm_dir(&config.vm_id));
@@ -136,6 +152,8 @@ impl SmolVm {
             launcher: None,
             persistent,
             owned: !persistent,
+            cold: false,
+            restore_from: None,
             inner: Mutex::new(Inner {
                 state: VmState::Created,
                 running: None,
@@ -171,12 +189,19 @@ impl SmolVm {
             launcher: None,
             persistent: info.record.persistent,
             owned: false,
+            cold: false,
+            restore_from: None,
             inner: Mutex::new(Inner {
                 state: VmState::Stopped,
                 running: None,
             }),
         };
-        if let (Some(pid), "running") = (info.supervisor_pid, info.state.as_str()) {
+        let live = match info.state.as_str() {
+            "running" => Some(VmState::Running),
+            "paused" => Some(VmState::Paused),
+            _ => None,
+        };
+        if let (Some(pid), Some(live)) = (info.supervisor_pid, live) {
             // A supervisor whose VM has just ended refuses the handshake: the sandbox is then
             // simply not running (and `start()` boots it again).
             if let Ok(conn) = Connection::connect(&vm.paths.api_socket(), &vm.config.vm_id) {
@@ -185,7 +210,7 @@ impl SmolVm {
                     conn,
                     supervisor: SupervisorProcess::Detached(pid),
                 });
-                inner.state = VmState::Running;
+                inner.state = live;
             }
         }
         Ok(vm)
@@ -201,6 +226,12 @@ impl SmolVm {
         let vm = Self::new(config)?;
         vm.start()?;
         Ok(vm)
+    }
+
+    /// Whether to boot from scratch even when a pre-booted template of the image exists
+    /// (`--cold`). Starting from a template gives the same guest, sooner.
+    pub fn set_cold(&mut self, cold: bool) {
+        self.cold = cold;
     }
 
     /// Uses `launcher` to start the supervisor (the Python package runs it through its own
@@ -238,7 +269,7 @@ impl SmolVm {
     pub fn start(&self) -> Result<()> {
         let mut inner = self.lock();
         match inner.state {
-            VmState::Running => return Ok(()),
+            VmState::Running | VmState::Paused => return Ok(()),
             VmState::Deleted => return Err(self.not_running("Cannot start", VmState::Deleted)),
             VmState::Created | VmState::Stopped => {}
         }
@@ -333,7 +364,14 @@ impl SmolVm {
     /// Writes the launch spec and starts the supervisor.
     fn launch(&self, restart: bool) -> Result<launch::Started> {
         let mut config = self.config.clone();
+        let mut machine_id = None;
+        let mut restore_from = None;
         if restart {
+            // The same machine as before: keep its machine id.
+            machine_id = std::fs::read(self.paths.spec())
+                .ok()
+                .and_then(|b| serde_json::from_slice::<LaunchSpec>(&b).ok())
+                .and_then(|spec| spec.machine_id);
             let _ = std::fs::remove_file(self.paths.exit_record());
             // Variables saved at the last stop are the current truth for a RAM-backed guest.
             let saved = std::fs::read(self.paths.saved_env())
@@ -341,6 +379,13 @@ impl SmolVm {
                 .and_then(|b| serde_json::from_slice(&b).ok());
             if let Some(saved) = saved {
                 config.env_vars = saved;
+            }
+        }
+        if !restart {
+            if let Some((dir, from_template)) = self.restore_source() {
+                crate::template::prepare_vm_dir(&self.paths, &dir, &mut config)?;
+                tracing::debug!(vm = %config.vm_id, from = %dir.display(), from_template, "restoring");
+                restore_from = Some(dir);
             }
         }
         if let crate::image::RootFs::Disk(base) = &config.rootfs {
@@ -352,6 +397,8 @@ impl SmolVm {
             config,
             data_dir: self.data.root().to_path_buf(),
             ephemeral: !self.persistent,
+            restore_from,
+            machine_id: Some(machine_id.unwrap_or_else(|| crate::host::random_hex(16))),
         };
         crate::fsutil::write_atomic(
             &self.paths.spec(),
@@ -379,6 +426,25 @@ impl SmolVm {
         match &inner.running {
             Some(running) if inner.state == VmState::Running => Ok(Arc::clone(&running.conn)),
             _ => Err(self.not_running(action, inner.state)),
+        }
+    }
+
+    /// The connection of a running or paused VM (for what the supervisor does itself).
+    pub(crate) fn conn_live(&self, action: &'static str) -> Result<Arc<Connection>> {
+        let inner = self.lock();
+        match &inner.running {
+            Some(running) if matches!(inner.state, VmState::Running | VmState::Paused) => {
+                Ok(Arc::clone(&running.conn))
+            }
+            _ => Err(self.not_running(action, inner.state)),
+        }
+    }
+
+    /// Records a state change made through the supervisor (pause, resume).
+    pub(crate) fn set_live_state(&self, state: VmState) {
+        let mut inner = self.lock();
+        if inner.running.is_some() {
+            inner.state = state;
         }
     }
 
@@ -476,6 +542,10 @@ impl SmolVm {
     pub(crate) fn unexpected(&self, response: Response) -> Error {
         match response {
             Response::Error {
+                kind: ErrorKind::Paused,
+                ..
+            } => self.not_running("Cannot reach the guest (resume it first)", VmState::Paused),
+            Response::Error {
                 kind: ErrorKind::VmNotRunning,
                 message,
             } => Error::Disconnected {
@@ -553,7 +623,7 @@ impl SmolVm {
 
     /// The pids of the VM's host processes (supervisor, QEMU), for resource measurements.
     pub fn host_pids(&self) -> Result<(u32, u32)> {
-        let conn = self.conn("Cannot query")?;
+        let conn = self.conn_live("Cannot query")?;
         match conn.call(&Request::Status, Some(Duration::from_secs(10)))? {
             Response::Status(status) => Ok((status.supervisor_pid, status.qemu_pid)),
             other => Err(self.unexpected(other)),
@@ -565,7 +635,7 @@ impl SmolVm {
     pub fn stop(&self) -> Result<()> {
         let running = {
             let mut inner = self.lock();
-            if inner.state != VmState::Running {
+            if !matches!(inner.state, VmState::Running | VmState::Paused) {
                 return Ok(());
             }
             inner.state = VmState::Stopped;

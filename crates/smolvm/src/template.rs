@@ -95,6 +95,22 @@ pub fn ensure(
     Ok(find_current(data, config))
 }
 
+/// Makes sure the template for VMs of image `image` in the default shape (as `SmolVM()` and
+/// `smolvm run --image IMAGE` start them) exists and is current; `smolvm setup` and
+/// `smolvm image build` call this so that the first sandbox already starts fast.
+pub fn ensure_for_image(
+    data: &DataDir,
+    image: &str,
+    launcher: Option<&Launcher>,
+) -> Result<Option<PathBuf>> {
+    let config = VmConfig {
+        image: Some(image.to_string()),
+        ..VmConfig::default()
+    }
+    .validate(data)?;
+    ensure(data, &config, launcher)
+}
+
 /// Boots a VM like `config` from scratch, warms it up and saves it as template `key`,
 /// replacing a stale one.
 fn build(

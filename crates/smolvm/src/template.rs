@@ -27,8 +27,10 @@ const WARM_UP: &str = "true";
 /// The template that VMs configured like `config` would start from, if they can use one.
 pub fn key(data: &DataDir, config: &ValidConfig) -> Option<String> {
     let image_rootfs = crate::image::resolve(data, &config.image).ok()?;
+    // Configured paths are canonical (see `VmConfig::validate`).
+    let default_kernel = data.kernel().canonicalize().ok()?;
     let default_boot = config.boot_args == DEFAULT_BOOT_ARGS
-        && config.kernel_path == data.kernel()
+        && config.kernel_path == default_kernel
         && image_rootfs == config.rootfs;
     default_boot.then(|| {
         format!(

@@ -348,3 +348,66 @@ fn snapshots_are_serialised_and_a_failed_one_leaves_the_vm_running_and_nothing_l
         .iter()
         .all(|m| !m.id.starts_with('.')));
 }
+
+#[test]
+fn a_paused_sandbox_can_be_snapshotted_twice_and_resumed() {
+    let vm = common::vm_with(minimal());
+    vm.run("echo kept > /root/f").unwrap();
+    vm.pause().unwrap();
+    let (first, _g1) = take(&vm, false);
+    let (second, _g2) = take(&vm, false);
+    // Taken while paused, it stays paused until asked.
+    assert_eq!(vm.status(), VmState::Paused);
+    vm.resume().unwrap();
+    assert_eq!(vm.run("cat /root/f").unwrap().output(), "kept");
+    for meta in [&first, &second] {
+        let copy = restore(&meta.id);
+        assert_eq!(copy.run("cat /root/f").unwrap().output(), "kept");
+    }
+}
+
+#[test]
+fn a_template_is_rebuilt_when_its_image_changes() {
+    // A private data directory: its own copy of the minimal image, the real kernel.
+    let real = DataDir::from_env();
+    let root = std::path::PathBuf::from(format!("/tmp/smolvm-tpl-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(root.join("images/minimal")).unwrap();
+    std::os::unix::fs::symlink(real.kernel_dir(), root.join("kernel")).unwrap();
+    for entry in std::fs::read_dir(real.image_dir("minimal"))
+        .unwrap()
+        .flatten()
+    {
+        std::fs::copy(
+            entry.path(),
+            root.join("images/minimal").join(entry.file_name()),
+        )
+        .unwrap();
+    }
+    let data = DataDir::at(&root);
+    let config = minimal().validate(&data).unwrap();
+    assert!(smolvm::template::find_current(&data, &config).is_none());
+    let dir = smolvm::template::ensure(&data, &config, None)
+        .unwrap()
+        .unwrap();
+    let first = smolvm::snapshot::read_meta(&dir).unwrap();
+
+    // The image is rebuilt (same content, new file): the template no longer matches.
+    let rootfs = config.rootfs.path().to_path_buf();
+    let fresh = rootfs.with_extension("new");
+    std::fs::copy(&rootfs, &fresh).unwrap();
+    std::fs::rename(&fresh, &rootfs).unwrap();
+    assert!(smolvm::template::find_current(&data, &config).is_none());
+    let vm = SmolVm::with_data_dir(minimal(), data.clone()).unwrap();
+    vm.start().unwrap();
+    let second = smolvm::snapshot::read_meta(&dir).unwrap();
+    assert_ne!(first.template_fingerprint, second.template_fingerprint);
+    assert!(smolvm::template::find_current(&data, &config).is_some());
+    assert!(
+        vm.paths().kernel_link().is_file(),
+        "started from the new template"
+    );
+    assert_eq!(vm.run("echo ok").unwrap().output(), "ok");
+    drop(vm);
+    std::fs::remove_dir_all(&root).unwrap();
+}

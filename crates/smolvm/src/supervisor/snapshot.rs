@@ -168,14 +168,18 @@ pub(crate) fn snapshot(
         let _ = std::fs::remove_file(supervisor.paths.migration_socket());
     }
     // However the snapshot went, the guest carries on as it was (or stays paused if asked).
-    let mut resumed = Ok(());
-    if keep_paused {
-        if !was_paused {
-            supervisor.set_paused(true);
-        }
-    } else if !was_paused {
-        resumed = supervisor.continue_guest();
-    }
+    let resumed = if was_paused || keep_paused {
+        supervisor.set_paused(true);
+        // QEMU refuses to migrate a VM again straight after a migration ("paused due to
+        // previous migration") and keeps its disk released until the VM runs: a brief run
+        // and stop brings it back to a plain pause, ready for the next snapshot.
+        supervisor.with_qmp(|qmp| {
+            qmp.execute("cont", None)?;
+            qmp.execute("stop", None).map(drop)
+        })
+    } else {
+        supervisor.continue_guest()
+    };
     match (result, resumed) {
         (Ok(stats), Ok(())) => {
             tracing::info!(

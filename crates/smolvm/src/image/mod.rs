@@ -233,13 +233,15 @@ pub fn rootfs_path_of(data: &DataDir, meta: &ImageMeta) -> PathBuf {
         .to_path_buf()
 }
 
-/// Deletes image `name` (its directory). VMs already running on it are unaffected: a disk
-/// image's VMs hold a hard link to their base (see [`disk::create_overlay`]).
+/// Deletes image `name` (its directory) and its pre-booted templates. VMs already running on
+/// it are unaffected: a disk image's VMs hold a hard link to their base (see
+/// [`disk::create_overlay`]), and snapshots hold links to what they were booted from.
 pub fn remove_image(data: &DataDir, name: &str) -> Result<ImageMeta> {
     let meta = find_image(data, name)?;
     let dir = data.image_dir(name);
     std::fs::remove_dir_all(&dir)
         .map_err(|e| Error::io(format!("removing {}", dir.display()), e))?;
+    crate::template::remove_for_image(data, name);
     Ok(meta)
 }
 

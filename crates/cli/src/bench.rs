@@ -1,16 +1,22 @@
 //! `smolvm bench`: each figure next to the floor it cannot beat, measured in the same run.
 //!
 //! - boot floor: QEMU with our kernel and devices, and an `/init` that resets at once;
-//! - cold start: `SmolVm::create` + `run("true")`, i.e. what a user waits for a first result:
-//!   on `minimal` against the boot floor (an initramfs too, so the ratio is our stack's own
-//!   overhead), and on each image compared (`--images`, interleaved run by run so that host
-//!   noise hits them alike) against the floor and against the first of them;
+//! - cold start: a VM started with `set_cold(true)` (a full boot, no template) + `run("true")`,
+//!   i.e. what a user waits for a first result without a template: on `minimal` against the
+//!   boot floor (an initramfs too, so the ratio is our stack's own overhead), and on each image
+//!   compared (`--images`, interleaved run by run so that host noise hits them alike) against
+//!   the floor and against the first of them;
+//! - template start: the default start (from the image's pre-booted template, made current
+//!   before timing) + `run("true")`, interleaved with the cold starts, against the cold start
+//!   of the same image and the boot floor; snapshot save (times and sizes) and restore → first
+//!   result of a running sandbox of each image (see [`crate::bench_snapshot`]);
 //! - image build: a fresh Debian image build (`--build-image`), else the time recorded at the
 //!   last build of `debian`;
 //! - channel floor: bare echo round trips on the guest channel, timed by the supervisor, plus
 //!   the guest's own cost of spawning and reaping the shell (timed by the agent);
-//! - warm `run("true")`, and the environment operations, against that;
-//! - the host memory of an idle VM against the guest memory it touched.
+//! - warm `run("true")`, and the environment operations, against that (on a VM of the default
+//!   image started the default way, i.e. from its template);
+//! - the host memory of that VM, idle, against the guest memory it touched.
 
 use std::collections::BTreeMap;
 use std::os::unix::net::UnixListener;
@@ -65,6 +71,51 @@ pub fn stats(samples: &[Duration]) -> Stats {
     }
 }
 
+/// What a line must reach: an upper bound on its ratio to its floor, and on its median.
+#[derive(Debug, Clone, Copy, Default)]
+struct Target {
+    ratio_at_most: Option<f64>,
+    median_at_most_ms: Option<f64>,
+}
+
+impl Target {
+    /// No target.
+    const NONE: Target = Target {
+        ratio_at_most: None,
+        median_at_most_ms: None,
+    };
+
+    /// The ratio at most `ratio`.
+    const fn ratio(ratio: f64) -> Self {
+        Target {
+            ratio_at_most: Some(ratio),
+            median_at_most_ms: None,
+        }
+    }
+
+    /// Whether `median_ms` and `ratio` reach the target (`None` without one).
+    fn met(&self, median_ms: f64, ratio: f64) -> Option<bool> {
+        if self.ratio_at_most.is_none() && self.median_at_most_ms.is_none() {
+            return None;
+        }
+        Some(
+            !matches!(self.ratio_at_most, Some(max) if ratio > max)
+                && !matches!(self.median_at_most_ms, Some(max) if median_ms > max),
+        )
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.ratio_at_most, self.median_at_most_ms) {
+            (None, None) => write!(f, "-"),
+            (Some(r), None) => write!(f, "<= {r:?}"),
+            (None, Some(ms)) => write!(f, "median <= {ms} ms"),
+            (Some(r), Some(ms)) => write!(f, "<= {r:?} and median <= {ms} ms"),
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 struct Line {
     name: String,
@@ -72,7 +123,9 @@ struct Line {
     floor_name: String,
     floor: Stats,
     ratio: f64,
-    target: &'static str,
+    target: String,
+    /// Whether the target is reached (`null` without a target).
+    met: Option<bool>,
 }
 
 fn line(
@@ -80,25 +133,42 @@ fn line(
     value: Stats,
     floor_name: impl Into<String>,
     floor: Stats,
-    target: &'static str,
+    target: Target,
 ) -> Line {
+    let ratio = value.median_ms / floor.median_ms;
     Line {
         name: name.into(),
         value,
         floor_name: floor_name.into(),
         floor,
-        ratio: value.median_ms / floor.median_ms,
-        target,
+        ratio,
+        target: target.to_string(),
+        met: target.met(value.median_ms, ratio),
     }
 }
 
-/// Cold start → first `run("true")` result on `image`.
-fn cold_start_once(image: &str) -> Result<Duration> {
+/// `(target ...)`, with whether it is met when there is one.
+fn target_note(target: &str, met: Option<bool>) -> String {
+    match met {
+        Some(true) => format!("(target {target}: met)"),
+        Some(false) => format!("(target {target}: MISSED)"),
+        None => format!("(target {target})"),
+    }
+}
+
+/// Cold start → first `run("true")` result on `image`: a full boot, even when the image has a
+/// current template.
+fn cold_start_once(data: &DataDir, image: &str) -> Result<Duration> {
     let start = Instant::now();
-    let vm = SmolVm::create(VmConfig {
-        image: Some(image.to_string()),
-        ..VmConfig::default()
-    })?;
+    let mut vm = SmolVm::with_data_dir(
+        VmConfig {
+            image: Some(image.to_string()),
+            ..VmConfig::default()
+        },
+        data.clone(),
+    )?;
+    vm.set_cold(true);
+    vm.start()?;
     let result = vm.run("true")?;
     let elapsed = start.elapsed();
     if !result.ok() {
@@ -109,13 +179,20 @@ fn cold_start_once(image: &str) -> Result<Duration> {
 
 /// The target of one image's cold start against another's: the Debian image may cost at most
 /// half again the busybox initramfs's start.
-fn comparison_target(image: &str, baseline: &str) -> &'static str {
+fn comparison_target(image: &str, baseline: &str) -> Target {
     if image == image::DEBIAN && baseline == image::MINIMAL {
-        "<= 1.5"
+        Target::ratio(1.5)
     } else {
-        "-"
+        Target::NONE
     }
 }
+
+/// The target of a start from a template (the issue's): a first result within 0.2 s, and
+/// within a fifth of the cold start in the same run.
+const TEMPLATE_TARGET: Target = Target {
+    ratio_at_most: Some(0.2),
+    median_at_most_ms: Some(200.0),
+};
 
 /// Seconds a Debian image build takes: measured now on a throwaway image (`fresh`), else as
 /// recorded at the last build of `debian`.
@@ -216,6 +293,7 @@ pub fn run(args: BenchArgs, json: bool) -> Result<i32> {
     let accel = host::choose_accel();
     let accel_name = accel.accel.as_str();
     let backend = QemuBackend::new(find_qemu()?, accel, host::tsc_khz(&data));
+    crate::bench_snapshot::remove_leftovers(&data);
     let scratch = data.vms_dir().join("bench-floor");
     std::fs::create_dir_all(&scratch)?;
     let say = |msg: &str| {
@@ -238,15 +316,26 @@ pub fn run(args: BenchArgs, json: bool) -> Result<i32> {
             measured.push(name.clone());
         }
     }
+    // The template start of each, interleaved with the cold starts; the templates are made
+    // current first, so that no start is timed building one.
     say(&format!(
-        "cold start -> first result: {} runs each of {}",
+        "templates of {}: making sure they are current (not timed)",
+        measured.join(", ")
+    ));
+    for name in &measured {
+        crate::bench_snapshot::ensure_template(&data, name)?;
+    }
+    say(&format!(
+        "cold start and template start -> first result: {} runs each of {}",
         args.runs,
         measured.join(", ")
     ));
     let mut cold_by_image: Vec<Vec<Duration>> = vec![Vec::new(); measured.len()];
+    let mut template_by_image: Vec<Vec<Duration>> = vec![Vec::new(); measured.len()];
     for _ in 0..args.runs {
-        for (name, samples) in measured.iter().zip(cold_by_image.iter_mut()) {
-            samples.push(cold_start_once(name)?);
+        for (at, name) in measured.iter().enumerate() {
+            cold_by_image[at].push(cold_start_once(&data, name)?);
+            template_by_image[at].push(crate::bench_snapshot::template_start_once(&data, name)?);
         }
     }
     let cold = cold_by_image[0].clone();
@@ -262,7 +351,7 @@ pub fn run(args: BenchArgs, json: bool) -> Result<i32> {
     };
 
     say(&format!(
-        "warm round trips on {DEFAULT_IMAGE} (the default image): {} each",
+        "warm round trips on {DEFAULT_IMAGE} (the default image, from its template): {} each",
         args.round_trips
     ));
     let vm = SmolVm::create(VmConfig::default())?;
@@ -313,7 +402,7 @@ pub fn run(args: BenchArgs, json: bool) -> Result<i32> {
             cold_of(name),
             "boot floor",
             floor_stats,
-            "-",
+            Target::NONE,
         ));
     }
     if let Some(baseline) = args.images.first() {
@@ -333,35 +422,35 @@ pub fn run(args: BenchArgs, json: bool) -> Result<i32> {
             stats(&cold),
             "boot floor",
             floor_stats,
-            "<= 1.3",
+            Target::ratio(1.3),
         ),
         line(
             "warm run(\"true\")",
             warm_stats,
             "channel echo + guest spawn",
             stats(&exec_floor),
-            "<= 2.0",
+            Target::ratio(2.0),
         ),
         line(
             "env set (merge)",
             stats(&set),
             "warm run(\"true\")",
             warm_stats,
-            "<= 1.2",
+            Target::ratio(1.2),
         ),
         line(
             "env list",
             stats(&list),
             "warm run(\"true\")",
             warm_stats,
-            "<= 1.2",
+            Target::ratio(1.2),
         ),
         line(
             "env unset",
             stats(&unset),
             "warm run(\"true\")",
             warm_stats,
-            "<= 1.2",
+            Target::ratio(1.2),
         ),
     ];
     let host_kib = qemu_rss + supervisor_rss;
@@ -375,6 +464,45 @@ pub fn run(args: BenchArgs, json: bool) -> Result<i32> {
         "ratio": host_kib as f64 / guest_touched.max(1) as f64,
         "target": "overhead <= 30 MiB",
     });
+
+    // Snapshots of a running sandbox of each image, and restores of them.
+    say(&format!(
+        "snapshot save and restore -> first result: {} rounds each of {}",
+        args.runs,
+        measured.join(", ")
+    ));
+    let mut saves = Vec::new();
+    for (at, name) in measured.iter().enumerate() {
+        saves.push(crate::bench_snapshot::run(&data, name, at, args.runs)?);
+    }
+    let mut snapshot_lines = Vec::new();
+    for (at, name) in measured.iter().enumerate() {
+        let template = stats(&template_by_image[at]);
+        snapshot_lines.push(line(
+            format!("template start -> first result [{name}]"),
+            template,
+            format!("cold start [{name}]"),
+            cold_of(name),
+            TEMPLATE_TARGET,
+        ));
+        snapshot_lines.push(line(
+            format!("template start -> first result [{name}]"),
+            template,
+            "boot floor",
+            floor_stats,
+            Target::NONE,
+        ));
+    }
+    for save in &saves {
+        snapshot_lines.push(line(
+            format!("restore -> first result [{}]", save.image),
+            save.restore,
+            format!("cold start [{}]", save.image),
+            cold_of(&save.image),
+            Target::NONE,
+        ));
+    }
+
     let transfer = if args.transfer_mib > 0 {
         if !json {
             eprintln!("file transfer: {} MiB up and down", args.transfer_mib);
@@ -390,6 +518,8 @@ pub fn run(args: BenchArgs, json: bool) -> Result<i32> {
             "warm_image": DEFAULT_IMAGE,
             "lines": lines,
             "images": image_lines,
+            "snapshot_lines": snapshot_lines,
+            "snapshot_saves": saves,
             "image_build": build.map(|(secs, how)| serde_json::json!({ "secs": secs, "how": how })),
             "channel_echo": echo_stats,
             "guest_spawn": spawn_stats,
@@ -398,17 +528,38 @@ pub fn run(args: BenchArgs, json: bool) -> Result<i32> {
         return Ok(0);
     }
     println!(
-        "accelerator: {accel_name}; {} cold runs, {} warm round trips on {DEFAULT_IMAGE}",
+        "accelerator: {accel_name}; {} runs of each start and snapshot, {} warm round trips on {DEFAULT_IMAGE}",
         args.runs, args.round_trips
     );
     println!(
         "channel echo (100 B): median {:.3} ms; guest spawn+reap of sh: median {:.3} ms",
         echo_stats.median_ms, spawn_stats.median_ms
     );
-    for l in lines.iter().chain(&image_lines) {
+    for l in lines.iter().chain(&image_lines).chain(&snapshot_lines) {
         println!(
-            "{:<36} median {:>9.3} ms  p95 {:>9.3} ms | {:<26} median {:>9.3} ms | ratio {:.2} (target {})",
-            l.name, l.value.median_ms, l.value.p95_ms, l.floor_name, l.floor.median_ms, l.ratio, l.target
+            "{:<42} median {:>9.3} ms  p95 {:>9.3} ms | {:<26} median {:>9.3} ms | ratio {:.2} {}",
+            l.name,
+            l.value.median_ms,
+            l.value.p95_ms,
+            l.floor_name,
+            l.floor.median_ms,
+            l.ratio,
+            target_note(&l.target, l.met)
+        );
+    }
+    const MIB: f64 = (1 << 20) as f64;
+    for s in &saves {
+        println!(
+            "snapshot save [{}]: median {:.0} ms (p95 {:.0} ms) by the supervisor, {:.0} ms (p95 {:.0} ms) for the caller | guest paused {:.0} ms | memory {:.1} MiB compressed of {:.1} MiB raw | disk overlay {:.1} MiB",
+            s.image,
+            s.save.median_ms,
+            s.save.p95_ms,
+            s.wall.median_ms,
+            s.wall.p95_ms,
+            s.paused.median_ms,
+            s.memory_bytes as f64 / MIB,
+            s.raw_bytes as f64 / MIB,
+            s.disk_bytes as f64 / MIB
         );
     }
     if let Some((secs, how)) = build {
@@ -451,5 +602,27 @@ mod tests {
         assert_eq!(s.p95_ms, 19.0);
         assert_eq!(stats(&[Duration::from_millis(3)]).p95_ms, 3.0);
         assert!(stats(&[]).median_ms.is_nan());
+    }
+
+    #[test]
+    fn targets_bound_the_ratio_and_the_median() {
+        assert_eq!(Target::NONE.to_string(), "-");
+        assert_eq!(Target::NONE.met(1e9, 1e9), None);
+        assert_eq!(Target::ratio(2.0).to_string(), "<= 2.0");
+        assert_eq!(Target::ratio(1.3).met(500.0, 1.3), Some(true));
+        assert_eq!(Target::ratio(1.3).met(500.0, 1.31), Some(false));
+        assert_eq!(TEMPLATE_TARGET.to_string(), "<= 0.2 and median <= 200 ms");
+        assert_eq!(TEMPLATE_TARGET.met(150.0, 0.1), Some(true));
+        assert_eq!(TEMPLATE_TARGET.met(250.0, 0.1), Some(false));
+        assert_eq!(TEMPLATE_TARGET.met(150.0, 0.3), Some(false));
+        let l = line(
+            "x",
+            stats(&[Duration::from_millis(300)]),
+            "y",
+            stats(&[Duration::from_millis(1000)]),
+            TEMPLATE_TARGET,
+        );
+        assert_eq!(l.met, Some(false));
+        assert!(target_note(&l.target, l.met).contains("MISSED"));
     }
 }

@@ -15,8 +15,9 @@ pub struct Cli {
 }
 
 const EXIT_CODES: &str = "Exit codes: 0 success; `run` and `exec` pass the command's own exit \
-code through; 1 error; 2 invalid input; 3 no such sandbox; 4 sandbox not running; 124 command timed \
-out; 125 the sandbox could not be started; 130 interrupted.";
+code through; 1 error; 2 invalid input; 3 no such sandbox (or snapshot, image); 4 sandbox not \
+running (stopped or paused; or running, for `rm` without --force); 124 command timed out; 125 the \
+sandbox could not be started; 130 interrupted.";
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
@@ -31,7 +32,7 @@ pub enum Command {
     Bench(BenchArgs),
     /// Create and start a named sandbox that keeps running after this command exits.
     Create(CreateArgs),
-    /// List sandboxes (running ones; --all for every one).
+    /// List sandboxes (running and paused ones; --all for every one).
     Ls(LsArgs),
     /// Show one sandbox.
     Info(NameArg),
@@ -42,8 +43,17 @@ pub enum Command {
     Stop(NameArg),
     /// Stop and start a sandbox.
     Restart(NameArg),
-    /// Remove sandboxes. A running sandbox is refused unless --force (which stops it first).
+    /// Remove sandboxes. A running or paused sandbox is refused unless --force (which stops
+    /// it first).
     Rm(RmArgs),
+    /// Freeze a running sandbox's vCPUs; its memory, processes and files are kept. Commands
+    /// are refused until `smolvm resume`.
+    Pause(NameArg),
+    /// Let a paused sandbox run again (its clock is stepped to the host's time).
+    Resume(NameArg),
+    /// Take, list, restore and remove snapshots of sandboxes (memory, devices and disk).
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
     /// Run a command line in a running sandbox, streaming its output.
     Exec(ExecArgs),
     /// Manage a sandbox's environment variables (seen by login shells).
@@ -71,6 +81,46 @@ pub struct CpArgs {
     pub source: String,
     /// `LOCAL` or `NAME:/absolute/path`.
     pub destination: String,
+}
+
+/// `smolvm snapshot ...`.
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Save a running (or paused) sandbox's memory, devices and disk; prints the snapshot id.
+    /// The guest stops while it is taken and then carries on, processes and all.
+    Create {
+        /// Sandbox name (or id).
+        name: String,
+        /// The snapshot's id: 1-63 of a-z, 0-9 and '-', starting with a letter or digit
+        /// (default: a generated `snap-xxxxxxxx`).
+        #[arg(long, value_name = "ID")]
+        snapshot_id: Option<String>,
+        /// Leave the sandbox paused afterwards (`smolvm resume` lets it run again); a
+        /// sandbox that was paused stays paused either way.
+        #[arg(long)]
+        keep_paused: bool,
+    },
+    /// List snapshots, oldest first.
+    Ls {
+        /// Also list the pre-booted templates that new sandboxes start from.
+        #[arg(long)]
+        templates: bool,
+    },
+    /// Remove snapshots (sandboxes restored from them keep working).
+    Rm {
+        /// Snapshot ids.
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
+    },
+    /// Make a new named sandbox from a snapshot and start it where the snapshot left off, as a
+    /// distinct machine (its own name, hostname and disk); prints its name.
+    Restore {
+        /// Snapshot id (see `smolvm snapshot ls`).
+        id: String,
+        /// The new sandbox's name (default: a generated name such as `brave-otter-0412`).
+        #[arg(long)]
+        name: Option<String>,
+    },
 }
 
 /// `smolvm image ...`.
@@ -139,12 +189,15 @@ pub struct CreateArgs {
     /// Environment variable in place before the first command, repeatable.
     #[arg(long = "env", short = 'e', value_name = "K=V")]
     pub env: Vec<String>,
+    /// Boot from scratch instead of from the image's pre-booted template.
+    #[arg(long)]
+    pub cold: bool,
 }
 
 /// `smolvm ls`.
 #[derive(Debug, Args)]
 pub struct LsArgs {
-    /// Include sandboxes that are not running.
+    /// Include stopped, crashed and failed sandboxes too.
     #[arg(long, short = 'a')]
     pub all: bool,
 }
@@ -155,7 +208,7 @@ pub struct RmArgs {
     /// Sandboxes to remove.
     #[arg(required_unless_present = "all")]
     pub names: Vec<String>,
-    /// Stop running sandboxes first instead of refusing.
+    /// Stop running and paused sandboxes first instead of refusing.
     #[arg(long, short = 'f')]
     pub force: bool,
     /// Remove every sandbox.
@@ -270,6 +323,9 @@ pub struct RunArgs {
     /// Sizing.
     #[command(flatten)]
     pub size: SizeArgs,
+    /// Boot from scratch instead of from the image's pre-booted template.
+    #[arg(long)]
+    pub cold: bool,
     /// The command line: words are joined with spaces and parsed by the guest shell.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,

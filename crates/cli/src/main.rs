@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_files;
+mod bench_snapshot;
 mod cli;
 mod commands;
 mod output;

@@ -48,10 +48,16 @@ fn classify(err: &anyhow::Error) -> (&'static str, i32, Option<String>) {
     use smolvm::Error as E;
     match err {
         E::InvalidConfig { .. } | E::InvalidEnv(_) => ("invalid_input", EXIT_INVALID, None),
+        E::VmNotRunning { vm_id, state, .. } if state == "paused" => {
+            ("vm_not_running", 4, Some(format!("smolvm resume {vm_id}")))
+        }
         E::VmNotRunning { vm_id, .. } => {
             ("vm_not_running", 4, Some(format!("smolvm start {vm_id}")))
         }
         E::NotFound { what: "image", .. } => ("not_found", 3, Some("smolvm image ls".into())),
+        E::NotFound {
+            what: "snapshot", ..
+        } => ("not_found", 3, Some("smolvm snapshot ls".into())),
         E::NotFound { .. } => ("not_found", 3, Some("smolvm ls --all".into())),
         E::Timeout { .. } => ("timeout", EXIT_TIMEOUT, None),
         E::Cancelled { .. } => ("cancelled", 130, None),

@@ -85,8 +85,9 @@ fn build(args: ImageBuildArgs, json: bool) -> Result<i32> {
     };
     let meta = image::find_image(&data, &name)?;
     let shown = view(&data, meta, &[]);
+    let template = super::template::ensure(&data, &name, &spinner);
     if json {
-        print_json(&serde_json::json!({ "built": built, "image": shown }));
+        print_json(&serde_json::json!({ "built": built, "image": shown, "template": template }));
         return Ok(0);
     }
     let verb = if built {
@@ -109,11 +110,13 @@ fn build(args: ImageBuildArgs, json: bool) -> Result<i32> {
     } else {
         "uname -a"
     };
+    template.print();
     println!("Try: smolvm run --image {name} -- {example}");
     Ok(0)
 }
 
-fn age(built_at_unix: u64) -> String {
+/// How long ago a Unix time was, briefly (`5m ago`).
+pub fn age(built_at_unix: u64) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -218,6 +221,7 @@ fn rm(name: &str, force: bool, json: bool) -> Result<i32> {
         });
     }
     image::remove_image(&data, name)?;
+    smolvm::template::remove_for_image(&data, name);
     if json {
         print_json(&serde_json::json!({ "removed": name }));
     } else {

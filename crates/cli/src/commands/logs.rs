@@ -58,7 +58,7 @@ pub fn logs(args: LogsArgs, json: bool) -> Result<i32> {
     if !args.follow {
         return Ok(0);
     }
-    // Follow until the sandbox stops or disappears.
+    // Follow until the sandbox stops or disappears (a paused one may resume).
     loop {
         std::thread::sleep(Duration::from_millis(200));
         for (i, (_, path)) in files.iter().enumerate() {
@@ -74,7 +74,9 @@ pub fn logs(args: LogsArgs, json: bool) -> Result<i32> {
                 }
             }
         }
-        if sandbox::find(&data, &info.record.name).map_or(true, |s| s.state != "running") {
+        if sandbox::find(&data, &info.record.name)
+            .map_or(true, |s| !super::sandbox::is_live(&s.state))
+        {
             return Ok(0);
         }
     }

@@ -10,6 +10,8 @@ mod run;
 mod sandbox;
 mod setup;
 mod shell;
+mod snapshot;
+mod template;
 
 use std::collections::BTreeMap;
 
@@ -32,6 +34,9 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Stop(args) => sandbox::stop(args, json),
         Command::Restart(args) => sandbox::restart(args, json),
         Command::Rm(args) => sandbox::rm(args, json),
+        Command::Pause(args) => snapshot::pause(args, json),
+        Command::Resume(args) => snapshot::resume(args, json),
+        Command::Snapshot(command) => snapshot::snapshot(command, json),
         Command::Exec(args) => exec::exec(args, json),
         Command::Env(command) => env::env(command, json),
         Command::Logs(args) => logs::logs(args, json),

@@ -42,7 +42,9 @@ pub fn run(args: RunArgs, json: bool) -> Result<i32> {
             reason: "the command is empty; e.g. smolvm run -- echo hi".into()
         });
     }
-    let vm = SmolVm::create(config)?;
+    let mut vm = SmolVm::new(config)?;
+    vm.set_cold(args.cold);
+    vm.start()?;
     run_and_report(&vm, &command, &options, json, "vm_id")
 }
 

@@ -11,12 +11,34 @@ use crate::output::{print_json, Failure};
 /// How often a generated name may collide before giving up.
 const NAME_ATTEMPTS: usize = 5;
 
+/// Whether a sandbox in `state` has a live VM (running, or paused with its memory kept).
+pub fn is_live(state: &str) -> bool {
+    matches!(state, "running" | "paused")
+}
+
+/// Calls `make` with `name`, or with generated names until one is free: a generated name may
+/// collide with another sandbox made at the same moment.
+pub fn with_name<T>(
+    name: Option<&str>,
+    mut make: impl FnMut(String) -> smolvm::Result<T>,
+) -> smolvm::Result<T> {
+    let mut attempt = 0;
+    loop {
+        match make(name.map_or_else(generate_name, str::to_string)) {
+            Err(smolvm::Error::InvalidConfig { field: "vm_id", .. })
+                if name.is_none() && attempt < NAME_ATTEMPTS =>
+            {
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 pub fn create(args: CreateArgs, json: bool) -> Result<i32> {
     let data = DataDir::from_env();
     let env_vars = super::parse_env_pairs(&args.env)?;
-    let mut attempt = 0;
-    let vm = loop {
-        let name = args.name.clone().unwrap_or_else(generate_name);
+    let vm = with_name(args.name.as_deref(), |name| {
         let config = VmConfig {
             vm_id: Some(name),
             image: args.image.clone(),
@@ -25,18 +47,11 @@ pub fn create(args: CreateArgs, json: bool) -> Result<i32> {
             env_vars: env_vars.clone(),
             ..VmConfig::default()
         };
-        let vm = SmolVm::new_persistent(config, data.clone())?;
-        match vm.start() {
-            Ok(()) => break vm,
-            // A generated name may collide with another `create` running at the same moment.
-            Err(smolvm::Error::InvalidConfig { field: "vm_id", .. })
-                if args.name.is_none() && attempt < NAME_ATTEMPTS =>
-            {
-                attempt += 1;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    };
+        let mut vm = SmolVm::new_persistent(config, data.clone())?;
+        vm.set_cold(args.cold);
+        vm.start()?;
+        Ok(vm)
+    })?;
     if json {
         print_json(&serde_json::json!({ "name": vm.vm_id(), "state": "running" }));
     } else {
@@ -58,7 +73,7 @@ pub fn ls(args: LsArgs, json: bool) -> Result<i32> {
     let data = DataDir::from_env();
     let sandboxes: Vec<SandboxInfo> = sandbox::list(&data)?
         .into_iter()
-        .filter(|s| args.all || s.state == "running")
+        .filter(|s| args.all || is_live(&s.state))
         .collect();
     if json {
         print_json(&sandboxes);
@@ -114,7 +129,8 @@ pub fn info(args: NameArg, json: bool) -> Result<i32> {
     Ok(0)
 }
 
-fn say(json: bool, name: &str, state: &str, text: String) {
+/// Reports a sandbox's new state: `{name, state}` with `json`, else `text`.
+pub fn say(json: bool, name: &str, state: &str, text: String) {
     if json {
         print_json(&serde_json::json!({ "name": name, "state": state }));
     } else {
@@ -124,6 +140,15 @@ fn say(json: bool, name: &str, state: &str, text: String) {
 
 pub fn start(args: NameArg, json: bool) -> Result<i32> {
     let vm = SmolVm::attach(&args.name)?;
+    if vm.status() == smolvm::VmState::Paused {
+        let name = vm.vm_id();
+        bail!(Failure {
+            code: "sandbox_paused",
+            exit: 4,
+            message: format!("sandbox {name} is paused; resume it to let it run again"),
+            hint: Some(format!("smolvm resume {name}")),
+        });
+    }
     let was_running = vm.status() == smolvm::VmState::Running;
     vm.start()?;
     let text = if was_running {
@@ -137,7 +162,10 @@ pub fn start(args: NameArg, json: bool) -> Result<i32> {
 
 pub fn stop(args: NameArg, json: bool) -> Result<i32> {
     let vm = SmolVm::attach(&args.name)?;
-    let was_running = vm.status() == smolvm::VmState::Running;
+    let was_running = matches!(
+        vm.status(),
+        smolvm::VmState::Running | smolvm::VmState::Paused
+    );
     vm.stop()?;
     let text = if was_running {
         format!("{} stopped", vm.vm_id())
@@ -161,8 +189,8 @@ pub fn restart(args: NameArg, json: bool) -> Result<i32> {
     Ok(0)
 }
 
-/// `rm` refuses a running sandbox without `--force`: removing it would kill whatever runs in
-/// it, which deserves an explicit word.
+/// `rm` refuses a running or paused sandbox without `--force`: removing it would kill whatever
+/// runs in it, which deserves an explicit word.
 pub fn rm(args: RmArgs, json: bool) -> Result<i32> {
     let data = DataDir::from_env();
     let targets: Vec<SandboxInfo> = if args.all {
@@ -174,13 +202,13 @@ pub fn rm(args: RmArgs, json: bool) -> Result<i32> {
             .collect::<smolvm::Result<_>>()?
     };
     if !args.force {
-        if let Some(running) = targets.iter().find(|s| s.state == "running") {
-            let name = &running.record.name;
+        if let Some(live) = targets.iter().find(|s| is_live(&s.state)) {
+            let (name, state) = (&live.record.name, &live.state);
             bail!(Failure {
                 code: "sandbox_running",
                 exit: 4,
                 message: format!(
-                    "sandbox {name} is running; stop it first or remove it with --force"
+                    "sandbox {name} is {state}; stop it first or remove it with --force"
                 ),
                 hint: Some(format!("smolvm rm --force {name}")),
             });
@@ -188,7 +216,7 @@ pub fn rm(args: RmArgs, json: bool) -> Result<i32> {
     }
     let mut removed = Vec::new();
     for target in targets {
-        if target.state == "running" {
+        if is_live(&target.state) {
             SmolVm::attach_in(data.clone(), &target.record.name)?.delete()?;
         } else {
             sandbox::purge(&data, &target)?;
@@ -203,4 +231,53 @@ pub fn rm(args: RmArgs, json: bool) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn taken() -> smolvm::Error {
+        smolvm::Error::InvalidConfig {
+            field: "vm_id",
+            reason: "taken".into(),
+        }
+    }
+
+    #[test]
+    fn generated_names_are_retried_on_collision_but_given_names_are_not() {
+        let mut tries = Vec::new();
+        let name = with_name(None, |name| {
+            tries.push(name.clone());
+            if tries.len() < 3 {
+                Err(taken())
+            } else {
+                Ok(name)
+            }
+        })
+        .unwrap();
+        assert_eq!(tries.len(), 3);
+        assert_eq!(&name, tries.last().unwrap());
+        let mut calls = 0;
+        let err = with_name(Some("web"), |name| {
+            calls += 1;
+            assert_eq!(name, "web");
+            Err::<(), _>(taken())
+        });
+        assert!(err.is_err());
+        assert_eq!(calls, 1);
+        let mut calls = 0;
+        assert!(with_name(None, |_| {
+            calls += 1;
+            Err::<(), _>(taken())
+        })
+        .is_err());
+        assert_eq!(calls, NAME_ATTEMPTS + 1);
+    }
+
+    #[test]
+    fn paused_sandboxes_are_live() {
+        assert!(is_live("running") && is_live("paused"));
+        assert!(!is_live("stopped") && !is_live("crashed") && !is_live("failed"));
+    }
 }

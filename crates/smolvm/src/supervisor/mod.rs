@@ -321,6 +321,7 @@ fn boot(
 
     let incoming = incoming.map(restore::PipeEnds::start).transpose()?;
     let stream = accept_channel(&channel, guard.0.as_mut().expect("child"), paths)?;
+    tracing::debug!("VM {}: guest channel connected", config.vm_id);
     drop(channel);
     let _ = std::fs::remove_file(paths.channel_socket());
     let reader = stream
@@ -360,7 +361,9 @@ fn boot(
             .unwrap_or_else(|| crate::host::random_hex(16)),
         seed: crate::host::random_hex(64),
     };
+    tracing::debug!("VM {}: guest running, handshake", config.vm_id);
     let agent = handshake(&supervisor, guard.0.as_mut().expect("child"), identity)?;
+    tracing::debug!("VM {}: handshake answered", config.vm_id);
     let _ = supervisor.agent.set(agent.clone());
     if !config.env_vars.is_empty() {
         inject_env(&supervisor, config)?;

@@ -11,7 +11,7 @@ Code an agent generates runs inside a QEMU microVM, never on the host::
 
 The host must have run ``smolvm setup`` once (it builds the guest kernel and image).
 Bindings over the SmolVM Rust SDK; see :class:`SmolVM`, :class:`VMConfig`,
-:class:`CommandStream`, :mod:`smolvm.build` and :mod:`smolvm.exceptions`.
+:class:`CommandStream`, :class:`Snapshot`, :mod:`smolvm.build` and :mod:`smolvm.exceptions`.
 """
 
 from smolvm import _native
@@ -24,6 +24,7 @@ from smolvm.exceptions import (
     SmolVMError,
     SmolVMFileNotFoundError,
     SmolVMValidationError,
+    SnapshotNotFoundError,
     ValidationError,
     VMAlreadyExistsError,
     VMConnectionError,
@@ -31,9 +32,9 @@ from smolvm.exceptions import (
     VMNotRunningError,
     VMStartError,
 )
-from smolvm.facade import SmolVM
+from smolvm.facade import SmolVM, delete_snapshot, list_snapshots
 from smolvm.stream import CommandStream
-from smolvm.types import CommandResult, VMConfig, VMState
+from smolvm.types import CommandResult, Snapshot, VMConfig, VMState
 
 #: The package version.
 __version__: str = _native.__version__
@@ -44,11 +45,15 @@ __all__ = [
     "CommandResult",
     "CommandStream",
     "VMState",
+    "Snapshot",
+    "list_snapshots",
+    "delete_snapshot",
     "SmolVMError",
     "ValidationError",
     "SmolVMValidationError",
     "VMNotRunningError",
     "VMNotFoundError",
+    "SnapshotNotFoundError",
     "VMAlreadyExistsError",
     "OperationTimeoutError",
     "CommandCancelledError",

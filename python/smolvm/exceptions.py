@@ -23,6 +23,7 @@ __all__ = [
     "SmolVMValidationError",
     "VMNotRunningError",
     "VMNotFoundError",
+    "SnapshotNotFoundError",
     "VMAlreadyExistsError",
     "OperationTimeoutError",
     "CommandCancelledError",
@@ -97,7 +98,7 @@ class VMNotRunningError(SmolVMError):
 
     @property
     def state(self) -> Optional[str]:
-        """The VM's state: ``created``, ``stopped`` or ``deleted``."""
+        """The VM's state: ``created``, ``paused``, ``stopped`` or ``deleted``."""
         return self._detail("state")
 
     @property
@@ -113,6 +114,19 @@ class VMNotFoundError(SmolVMError):
     def vm_id(self) -> Optional[str]:
         """The id that was looked for."""
         return self._detail("vm_id")
+
+
+class SnapshotNotFoundError(VMNotFoundError):
+    """No snapshot with the given id exists; the message lists those that do.
+
+    A subclass of :class:`VMNotFoundError`, so that ``except VMNotFoundError`` catches
+    every unknown name; ``vm_id`` is then ``None`` and ``snapshot_id`` is the id looked for.
+    """
+
+    @property
+    def snapshot_id(self) -> Optional[str]:
+        """The snapshot id that was looked for."""
+        return self._detail("snapshot_id")
 
 
 class VMAlreadyExistsError(SmolVMError):

@@ -12,9 +12,17 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Type, Un
 from smolvm import _native
 from smolvm._supervisor import launcher_command
 from smolvm.stream import CommandStream
-from smolvm.types import CommandResult, VMConfig, VMState, check_env_vars, check_timeout
+from smolvm.types import (
+    CommandResult,
+    Snapshot,
+    VMConfig,
+    VMState,
+    check_env_vars,
+    check_timeout,
+    snapshot_of,
+)
 
-__all__ = ["SmolVM", "LocalPath"]
+__all__ = ["SmolVM", "LocalPath", "list_snapshots", "delete_snapshot"]
 
 #: A path on the host: a ``str`` or an ``os.PathLike`` such as :class:`pathlib.Path`.
 LocalPath = Union[str, "os.PathLike[str]"]
@@ -37,24 +45,34 @@ class SmolVM:
             vm.set_env_vars({"API_KEY": "secret-123"})
             print(vm.run("echo $API_KEY").output)  # secret-123
 
+    A VM of an image's default kernel and root filesystem starts from that image's
+    pre-booted template (made on first use, then reused), which gives the same guest
+    sooner; ``SmolVM(config, cold=True)`` boots it from scratch instead.
+
     Blocking calls release the GIL, so threads may drive several VMs, or run several
     commands in one VM, at once. A VM still running when its object is garbage-collected
     (or when the program exits) is stopped and deleted.
 
+    Args:
+        config: How to build the VM; the default image's defaults when ``None``.
+        cold: Boot from scratch even when a pre-booted template of the image exists.
+
     Raises:
-        TypeError: ``config`` is not a :class:`VMConfig`.
+        TypeError: ``config`` is not a :class:`VMConfig`, or ``cold`` not a bool.
         ValidationError: the configuration is refused (e.g. memory above the host's).
         ImageError: the default kernel or image has not been built (run ``smolvm setup``).
         HostError: QEMU is not installed.
     """
 
-    def __init__(self, config: Optional[VMConfig] = None) -> None:
+    def __init__(self, config: Optional[VMConfig] = None, *, cold: bool = False) -> None:
         if config is None:
             config = VMConfig()
         elif not isinstance(config, VMConfig):
             raise TypeError(
                 f"SmolVM() takes a VMConfig or nothing, not {type(config).__name__}"
             )
+        if not isinstance(cold, bool):
+            raise TypeError(f"cold must be a bool, not {type(cold).__name__}")
         self._config = config
         self._owned = True
         # Fields may have been changed since the config was made: check a copy again.
@@ -69,6 +87,7 @@ class SmolVM:
             env_vars=dict(checked.env_vars),
             image=checked.image,
             launcher=launcher_command(),
+            cold=cold,
         )
 
     @classmethod
@@ -78,18 +97,57 @@ class SmolVM:
 
         The returned object does not own the sandbox: leaving a ``with`` block or garbage
         collection leaves it as it is; call :meth:`stop` or :meth:`delete` explicitly to end
-        it. ``status`` is ``running`` when it runs and ``stopped`` otherwise.
+        it. ``status`` is ``running`` (or ``paused``) when it runs and ``stopped`` otherwise.
 
         Raises:
             VMNotFoundError: no sandbox has that name or id.
         """
         if not isinstance(vm_id, str):
             raise TypeError(f"vm_id must be a str, not {type(vm_id).__name__}")
-        handle = _native.Vm.attach(vm_id, launcher_command())
+        return cls._wrap(_native.Vm.attach(vm_id, launcher_command()), owned=False)
+
+    @classmethod
+    def from_snapshot(
+        cls, snapshot_id: Union[str, Snapshot], name: Optional[str] = None
+    ) -> "SmolVM":
+        """Makes a new VM from a snapshot and starts it, carrying on where the snapshot left
+        its source: running processes, files and environment variables are there. It is a
+        distinct machine, with its own id, hostname, machine id, random seed and disk, its
+        clock set to now; the source may keep running meanwhile.
+
+        The returned VM is running and owned by the object, like one made with
+        ``SmolVM()``: leaving a ``with`` block or garbage collection deletes it::
+
+            snap = vm.snapshot()
+            with SmolVM.from_snapshot(snap) as copy:
+                print(copy.run("cat /root/state").output)
+
+        Args:
+            snapshot_id: The snapshot's id, or a :class:`Snapshot`.
+            name: The new VM's id; a random ``vm-xxxxxxxx`` when ``None``.
+
+        A Ctrl-C while it starts deletes the new VM and raises ``KeyboardInterrupt``.
+
+        Raises:
+            SnapshotNotFoundError: no snapshot has that id.
+            ValidationError: ``name`` is not a valid VM id, or the snapshot was taken on a
+                host that cannot load it (another QEMU build or accelerator).
+            VMAlreadyExistsError: a VM named ``name`` already exists.
+            VMStartError: the VM failed to start.
+        """
+        snapshot = _snapshot_id("snapshot_id", snapshot_id)
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str or None, not {type(name).__name__}")
+        handle = _native.Vm.restore(snapshot, name, launcher_command())
+        return cls._wrap(handle, owned=True)
+
+    @classmethod
+    def _wrap(cls, handle: _native.Vm, owned: bool) -> "SmolVM":
+        """A :class:`SmolVM` around an extension handle, its config read back from it."""
         (name, vcpus, memory, kernel, rootfs, boot_args, env_vars, image) = handle.config
         vm = cls.__new__(cls)
         vm._native = handle
-        vm._owned = False
+        vm._owned = owned
         vm._config = VMConfig(
             vm_id=name,
             vcpu_count=vcpus,
@@ -111,8 +169,8 @@ class SmolVM:
 
     @property
     def status(self) -> VMState:
-        """The VM's state; compares equal to ``"created"``, ``"running"``, ``"stopped"`` or
-        ``"deleted"``."""
+        """The VM's state; compares equal to ``"created"``, ``"running"``, ``"paused"``,
+        ``"stopped"`` or ``"deleted"``."""
         return VMState(self._native.status)
 
     @property
@@ -152,6 +210,53 @@ class SmolVM:
     def delete(self) -> None:
         """Stops the VM if needed and removes everything it left on the host."""
         self._native.delete()
+
+    def pause(self) -> None:
+        """Stops the guest's vCPUs; its memory, processes and files stay as they are, and
+        ``status`` becomes ``paused``. Commands and file transfers raise
+        :class:`~smolvm.exceptions.VMNotRunningError` until :meth:`resume`. Pausing a paused
+        VM does nothing.
+
+        Raises:
+            VMNotRunningError: the VM is not running (not started, stopped or deleted).
+        """
+        self._native.pause()
+
+    def resume(self) -> None:
+        """Restarts a paused guest, its clock stepped to the host's time; ``status`` becomes
+        ``running``. Resuming a running VM does nothing.
+
+        Raises:
+            VMNotRunningError: the VM is not running nor paused.
+        """
+        self._native.resume()
+
+    def snapshot(self, name: Optional[str] = None, keep_paused: bool = False) -> Snapshot:
+        """Saves the VM's memory, device state and disk as a snapshot, from which
+        :meth:`from_snapshot` makes any number of new VMs. The guest is stopped while it is
+        taken, then carries on (running processes and all) unless ``keep_paused``.
+
+        The snapshot stays on the host, independent of this VM, until
+        :func:`smolvm.delete_snapshot`.
+
+        Args:
+            name: The snapshot's id: 1-63 characters of ``[a-z0-9-]``, starting with a letter
+                or digit; a new ``snap-xxxxxxxx`` when ``None``.
+            keep_paused: Leave the VM paused afterwards (see :meth:`resume`).
+
+        Returns:
+            The new :class:`Snapshot`.
+
+        Raises:
+            ValidationError: ``name`` is not a valid id, or a snapshot with that id exists.
+            VMNotRunningError: the VM is not running nor paused.
+            SmolVMError: the snapshot could not be taken.
+        """
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str or None, not {type(name).__name__}")
+        if not isinstance(keep_paused, bool):
+            raise TypeError(f"keep_paused must be a bool, not {type(keep_paused).__name__}")
+        return snapshot_of(self._native.snapshot(name, keep_paused))
 
     def __enter__(self) -> "SmolVM":
         try:
@@ -464,6 +569,33 @@ class SmolVM:
         """The host pids of the VM's supervisor and QEMU processes."""
         supervisor, qemu = self._native.host_pids()
         return int(supervisor), int(qemu)
+
+
+def list_snapshots() -> List[Snapshot]:
+    """Every snapshot in the data directory, oldest first (pre-booted templates are not
+    listed)."""
+    return [snapshot_of(raw) for raw in _native.list_snapshots()]
+
+
+def delete_snapshot(snapshot_id: Union[str, Snapshot]) -> None:
+    """Removes a snapshot from the host. VMs restored from it are unaffected.
+
+    Args:
+        snapshot_id: The snapshot's id, or a :class:`Snapshot`.
+
+    Raises:
+        SnapshotNotFoundError: no snapshot has that id (the message lists those that do).
+    """
+    _native.delete_snapshot(_snapshot_id("snapshot_id", snapshot_id))
+
+
+def _snapshot_id(name: str, value: Any) -> str:
+    """A snapshot argument (an id or a :class:`Snapshot`) as its id."""
+    if isinstance(value, Snapshot):
+        return value.id
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str or a Snapshot, not {type(value).__name__}")
+    return value
 
 
 def _check_keys(keys: Any) -> List[str]:

@@ -1,16 +1,18 @@
-"""Data types of the SmolVM API: :class:`VMConfig`, :class:`CommandResult`, :class:`VMState`."""
+"""Data types of the SmolVM API: :class:`VMConfig`, :class:`CommandResult`, :class:`VMState`,
+:class:`Snapshot`."""
 
 from __future__ import annotations
 
 import enum
 import math
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 from smolvm import _native
 
-__all__ = ["VMConfig", "CommandResult", "VMState"]
+__all__ = ["VMConfig", "CommandResult", "VMState", "Snapshot"]
 
 #: What a path argument accepts.
 PathLike = Union[str, "Path"]
@@ -23,6 +25,9 @@ class VMState(str, enum.Enum):
     """Configured, not started."""
     RUNNING = "running"
     """Booted and answering."""
+    PAUSED = "paused"
+    """Booted, its vCPUs stopped by :meth:`SmolVM.pause`; commands and file transfers wait
+    for :meth:`SmolVM.resume`."""
     STOPPED = "stopped"
     """Stopped; its files remain until it is deleted."""
     DELETED = "deleted"
@@ -55,6 +60,47 @@ class CommandResult:
     def ok(self) -> bool:
         """Whether the command exited with code 0."""
         return self.exit_code == 0
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A saved VM (memory, device state and disk), from which :meth:`SmolVM.from_snapshot`
+    makes new VMs. Returned by :meth:`SmolVM.snapshot` and :func:`smolvm.list_snapshots`.
+
+    Attributes:
+        id: The snapshot's id (``snap-xxxxxxxx`` unless named).
+        source_vm: The id of the VM it was taken from.
+        image: The image that VM ran.
+        created_at: When it was taken (timezone-aware, UTC, whole seconds).
+        memory_bytes: Size of the saved (compressed) memory on the host.
+        disk_bytes: Size of the saved disk (0 for an image without a disk).
+        save_ms: How long taking it took, in milliseconds.
+
+    The sizes and ``save_ms`` are 0 for a snapshot that did not record them.
+    """
+
+    id: str
+    source_vm: str
+    image: str
+    created_at: datetime
+    memory_bytes: int
+    disk_bytes: int
+    save_ms: int
+
+
+def snapshot_of(raw: Tuple[str, str, str, int, int, int, int]) -> Snapshot:
+    """A :class:`Snapshot` from the extension's ``(id, source_vm, image, created_at,
+    memory_bytes, disk_bytes, save_ms)`` tuple (``created_at`` in seconds since the epoch)."""
+    snapshot_id, source_vm, image, created_at, memory_bytes, disk_bytes, save_ms = raw
+    return Snapshot(
+        id=snapshot_id,
+        source_vm=source_vm,
+        image=image,
+        created_at=datetime.fromtimestamp(created_at, tz=timezone.utc),
+        memory_bytes=memory_bytes,
+        disk_bytes=disk_bytes,
+        save_ms=save_ms,
+    )
 
 
 def _invalid(field_name: str, reason: str) -> Exception:

@@ -42,6 +42,8 @@ pub enum Class {
     Guest,
     /// `SmolVMFileNotFoundError` (a `FileNotFoundError` too).
     FileNotFound,
+    /// `SnapshotNotFoundError` (a `VMNotFoundError` too).
+    SnapshotNotFound,
 }
 
 impl Class {
@@ -60,6 +62,7 @@ impl Class {
             Class::Connection => "VMConnectionError",
             Class::Guest => "GuestError",
             Class::FileNotFound => "SmolVMFileNotFoundError",
+            Class::SnapshotNotFound => "SnapshotNotFoundError",
         }
     }
 
@@ -69,7 +72,7 @@ impl Class {
 }
 
 /// One lazily imported class per [`Class`] variant.
-static CLASSES: [PyOnceLock<Py<PyType>>; 13] = [const { PyOnceLock::new() }; 13];
+static CLASSES: [PyOnceLock<Py<PyType>>; 14] = [const { PyOnceLock::new() }; 14];
 
 /// A Python exception of class `class` with `message` and `details`.
 pub fn raise(py: Python<'_>, class: Class, message: String, details: &[(&str, Detail)]) -> PyErr {
@@ -173,6 +176,14 @@ pub fn to_py(py: Python<'_>, err: Error) -> PyErr {
                 _ => (Class::Host, vec![("what", s(what)), path]),
             }
         }
+        Error::NotFound {
+            what: "snapshot",
+            name,
+            ..
+        } => (
+            Class::SnapshotNotFound,
+            vec![("what", s("snapshot")), ("snapshot_id", s(name))],
+        ),
         Error::NotFound { what, name, .. } => {
             let class = if what.starts_with("sandbox") {
                 Class::NotFound

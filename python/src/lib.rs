@@ -95,6 +95,8 @@ fn invalid(py: Python<'_>, field: String, reason: String) -> PyErr {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<vm::NativeVm>()?;
     m.add_class::<process::NativeProcess>()?;
+    m.add_function(wrap_pyfunction!(vm::list_snapshots, m)?)?;
+    m.add_function(wrap_pyfunction!(vm::delete_snapshot, m)?)?;
     m.add_function(wrap_pyfunction!(supervisor_main, m)?)?;
     m.add_function(wrap_pyfunction!(data_dir, m)?)?;
     m.add_function(wrap_pyfunction!(default_kernel_path, m)?)?;

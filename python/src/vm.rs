@@ -13,7 +13,10 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use smolvm::launch::Launcher;
 use smolvm::process::SpawnOptions;
-use smolvm::{CancelToken, Error, RunOptions, Shell, SmolVm, VmConfig, VmState};
+use smolvm::{
+    CancelToken, DataDir, Error, RestoreOptions, RunOptions, Shell, SmolVm, SnapshotMeta,
+    SnapshotOptions, VmConfig, VmState,
+};
 
 use crate::errors;
 use crate::process::NativeProcess;
@@ -38,9 +41,10 @@ impl NativeVm {
 #[pymethods]
 impl NativeVm {
     /// Validates the configuration and prepares the VM (nothing is started). `launcher` is the
-    /// command line that runs a supervisor (`--dir <vm dir>` is appended).
+    /// command line that runs a supervisor (`--dir <vm dir>` is appended). `cold` boots from
+    /// scratch instead of from the image's pre-booted template.
     #[new]
-    #[pyo3(signature = (*, vm_id, vcpu_count, mem_size_mib, kernel_path, rootfs_path, boot_args, env_vars, image, launcher))]
+    #[pyo3(signature = (*, vm_id, vcpu_count, mem_size_mib, kernel_path, rootfs_path, boot_args, env_vars, image, launcher, cold = false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -53,6 +57,7 @@ impl NativeVm {
         env_vars: BTreeMap<String, String>,
         image: Option<String>,
         launcher: Vec<OsString>,
+        cold: bool,
     ) -> PyResult<Self> {
         let launcher = launcher_of(launcher)?;
         let config = VmConfig {
@@ -71,7 +76,38 @@ impl NativeVm {
         // The SDK looks for a launcher only when the VM starts; ours runs the supervisor
         // through this interpreter, so no `smolvm-supervisor` binary is needed.
         vm.set_launcher(launcher);
+        vm.set_cold(cold);
         Ok(Self { vm: Some(vm) })
+    }
+
+    /// Makes a new VM from snapshot `snapshot_id` and starts it; the handle owns it (as one
+    /// made with `Vm(...)`). `name` is its id, a random `vm-xxxxxxxx` when `None`. A Ctrl-C
+    /// while it starts deletes the new VM and raises `KeyboardInterrupt`.
+    #[staticmethod]
+    #[pyo3(signature = (snapshot_id, name, launcher))]
+    fn restore(
+        py: Python<'_>,
+        snapshot_id: &str,
+        name: Option<String>,
+        launcher: Vec<OsString>,
+    ) -> PyResult<Self> {
+        let launcher = launcher_of(launcher)?;
+        let options = RestoreOptions {
+            name,
+            persistent: false,
+        };
+        let work =
+            || SmolVm::restore_with(DataDir::from_env(), snapshot_id, &options, Some(launcher));
+        match interruptible(py, work, || {}) {
+            Waited::Done(result) => result
+                .map(|vm| Self { vm: Some(vm) })
+                .map_err(|e| errors::to_py(py, e)),
+            Waited::Interrupted(err, result) => {
+                // Dropping the owned handle stops and deletes the new VM.
+                py.detach(move || drop(result));
+                Err(err)
+            }
+        }
     }
 
     /// Connects to an existing sandbox by name or id (started by any process). The handle
@@ -128,7 +164,7 @@ impl NativeVm {
         self.vm().vm_id()
     }
 
-    /// `created`, `running`, `stopped` or `deleted`.
+    /// `created`, `running`, `paused`, `stopped` or `deleted`.
     #[getter]
     fn status(&self) -> &'static str {
         self.vm().status().as_str()
@@ -308,6 +344,34 @@ impl NativeVm {
             .map_err(|e| errors::to_py(py, e))
     }
 
+    /// Stops the guest's vCPUs (memory and processes are kept). Does nothing if paused.
+    fn pause(&self, py: Python<'_>) -> PyResult<()> {
+        let vm = self.vm();
+        py.detach(|| vm.pause()).map_err(|e| errors::to_py(py, e))
+    }
+
+    /// Restarts a paused guest. Does nothing if running.
+    fn resume(&self, py: Python<'_>) -> PyResult<()> {
+        let vm = self.vm();
+        py.detach(|| vm.resume()).map_err(|e| errors::to_py(py, e))
+    }
+
+    /// Saves the VM as snapshot `id` (a new `snap-xxxxxxxx` when `None`); returns it as
+    /// [`snapshot_tuple`] describes. The guest resumes afterwards unless `keep_paused`.
+    #[pyo3(signature = (id, keep_paused))]
+    fn snapshot(
+        &self,
+        py: Python<'_>,
+        id: Option<String>,
+        keep_paused: bool,
+    ) -> PyResult<SnapshotTuple> {
+        let vm = self.vm();
+        let options = SnapshotOptions { id, keep_paused };
+        py.detach(|| vm.snapshot(&options))
+            .map(|meta| snapshot_tuple(&meta))
+            .map_err(|e| errors::to_py(py, e))
+    }
+
     /// Stops the VM (clean guest shutdown, forced after 5 s). Does nothing if not running.
     fn stop(&self, py: Python<'_>) -> PyResult<()> {
         let vm = self.vm();
@@ -332,6 +396,44 @@ impl Drop for NativeVm {
         // shutdown), the closure is dropped unrun and the VM with it.
         let _ = Python::try_attach(move |py| py.detach(move || drop(vm)));
     }
+}
+
+/// A snapshot as Python sees it: `(id, source_vm, image, created_at, memory_bytes,
+/// disk_bytes, save_ms)`, `created_at` in seconds since the Unix epoch and the sizes and time
+/// 0 when the snapshot did not record them.
+pub type SnapshotTuple = (String, String, String, u64, u64, u64, u64);
+
+/// The [`SnapshotTuple`] of `meta`.
+pub fn snapshot_tuple(meta: &SnapshotMeta) -> SnapshotTuple {
+    let (memory, disk, save_ms) = meta
+        .stats
+        .as_ref()
+        .map_or((0, 0, 0), |s| (s.memory_bytes, s.disk_bytes, s.save_ms));
+    (
+        meta.id.clone(),
+        meta.source_vm.clone(),
+        meta.image.clone(),
+        meta.created_at,
+        memory,
+        disk,
+        save_ms,
+    )
+}
+
+/// Every snapshot in the data directory, oldest first.
+#[pyfunction]
+pub fn list_snapshots(py: Python<'_>) -> Vec<SnapshotTuple> {
+    let metas = py.detach(|| smolvm::snapshot::list(&DataDir::from_env()));
+    metas.iter().map(snapshot_tuple).collect()
+}
+
+/// Removes snapshot `snapshot_id` and returns what it was; raises `SnapshotNotFoundError`
+/// when there is none. VMs restored from it are unaffected.
+#[pyfunction]
+pub fn delete_snapshot(py: Python<'_>, snapshot_id: &str) -> PyResult<SnapshotTuple> {
+    py.detach(|| smolvm::snapshot::remove(&DataDir::from_env(), snapshot_id))
+        .map(|meta| snapshot_tuple(&meta))
+        .map_err(|e| errors::to_py(py, e))
 }
 
 /// The SDK launcher for a command line (program, then arguments before `--dir <vm dir>`).

@@ -183,13 +183,17 @@ pub fn remove_for_image(data: &DataDir, image: &str) {
     }
 }
 
-/// Gives a new VM what it restores from `snapshot_dir`: hard links to the kernel and root
-/// filesystem (so that it keeps working if the snapshot is removed) and its own copy of the
-/// disk overlay. `config` is pointed at those files.
+/// Gives a new VM what it restores from `snapshot_dir`: its own copy of the disk overlay
+/// (with a link to the overlay's base), and, for a user's snapshot, hard links to the kernel
+/// and initramfs it was taken with (so that the sandbox keeps working if the snapshot is
+/// removed or the image rebuilt), `config` pointed at them. A current template was booted from
+/// the very files `config` names (its fingerprint says so), so `config` stays as the user
+/// configured it.
 pub(crate) fn prepare_vm_dir(
     paths: &VmPaths,
     snapshot_dir: &Path,
     config: &mut ValidConfig,
+    from_template: bool,
 ) -> Result<()> {
     let snap = SnapshotPaths::new(snapshot_dir);
     let link = |from: &Path, to: &Path| {
@@ -201,9 +205,11 @@ pub(crate) fn prepare_vm_dir(
             )
         })
     };
-    link(&snap.kernel(), &paths.kernel_link())?;
-    config.kernel_path = paths.kernel_link();
-    config.rootfs = if snap.overlay().is_file() {
+    if !from_template {
+        link(&snap.kernel(), &paths.kernel_link())?;
+        config.kernel_path = paths.kernel_link();
+    }
+    if snap.overlay().is_file() {
         let tmp = paths.overlay().with_extension("qcow2.tmp");
         std::fs::copy(snap.overlay(), &tmp)
             .and_then(|_| std::fs::rename(&tmp, paths.overlay()))
@@ -213,16 +219,16 @@ pub(crate) fn prepare_vm_dir(
                     e,
                 )
             })?;
+        // Otherwise the overlay names its base by absolute path.
         if snap.base().is_file() {
             link(&snap.base(), &paths.base_link())?;
-            RootFs::Disk(paths.base_link())
-        } else {
-            // The overlay names its base by absolute path.
-            config.rootfs.clone()
+            if !from_template {
+                config.rootfs = RootFs::Disk(paths.base_link());
+            }
         }
-    } else {
+    } else if !from_template {
         link(&snap.initrd(), &paths.initrd_link())?;
-        RootFs::Initramfs(paths.initrd_link())
-    };
+        config.rootfs = RootFs::Initramfs(paths.initrd_link());
+    }
     Ok(())
 }

@@ -182,6 +182,13 @@ fn pause_stops_a_busy_loop_and_resume_continues_it() {
     vm.delete().unwrap();
 }
 
+/// The snapshot the VM was started from, per its launch spec.
+fn restored_from(vm: &SmolVm) -> Option<std::path::PathBuf> {
+    let spec: smolvm::supervisor::LaunchSpec =
+        serde_json::from_slice(&std::fs::read(vm.paths().spec()).unwrap()).unwrap();
+    spec.restore_from
+}
+
 /// User plus system CPU time of a process, in clock ticks.
 fn qemu_cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
@@ -224,9 +231,11 @@ fn a_template_start_gives_the_same_results_as_a_cold_boot() {
             BTreeMap::from([("BOOT_VAR".to_string(), "at boot".to_string())])
         );
     }
-    // Restored from the template, not booted: its uptime includes the template's boot.
-    assert!(warm.paths().kernel_link().is_file());
-    assert!(!cold.paths().kernel_link().exists());
+    assert!(restored_from(&warm).is_some(), "started from the template");
+    assert!(restored_from(&cold).is_none());
+    // The configuration reads as configured, whichever way the VM started.
+    assert_eq!(warm.config().kernel_path, cold.config().kernel_path);
+    assert_eq!(warm.config().rootfs, cold.config().rootfs);
 }
 
 #[test]
@@ -403,8 +412,9 @@ fn a_template_is_rebuilt_when_its_image_changes() {
     let second = smolvm::snapshot::read_meta(&dir).unwrap();
     assert_ne!(first.template_fingerprint, second.template_fingerprint);
     assert!(smolvm::template::find_current(&data, &config).is_some());
-    assert!(
-        vm.paths().kernel_link().is_file(),
+    assert_eq!(
+        restored_from(&vm),
+        Some(dir.clone()),
         "started from the new template"
     );
     assert_eq!(vm.run("echo ok").unwrap().output(), "ok");

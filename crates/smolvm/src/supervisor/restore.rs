@@ -92,8 +92,15 @@ impl PipeEnds {
                         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                         Err(e) => return Err(corrupt(e)),
                     };
-                    std::io::Write::write_all(&mut pipe, &buf[..n])
-                        .map_err(|e| format!("QEMU stopped reading the snapshot: {e}"))?;
+                    if let Err(e) = std::io::Write::write_all(&mut pipe, &buf[..n]) {
+                        // QEMU gave up on the stream: a damaged file is the likely reason,
+                        // and reading the rest checks that against the frame's checksum.
+                        std::io::copy(&mut decoder, &mut std::io::sink()).map_err(corrupt)?;
+                        return Err(format!(
+                            "QEMU could not load the snapshot file {} ({e}); see supervisor.log",
+                            memory.display()
+                        ));
+                    }
                     total += n as u64;
                 }
             })

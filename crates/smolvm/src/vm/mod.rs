@@ -383,7 +383,7 @@ impl SmolVm {
         }
         if !restart {
             if let Some((dir, from_template)) = self.restore_source() {
-                crate::template::prepare_vm_dir(&self.paths, &dir, &mut config)?;
+                crate::template::prepare_vm_dir(&self.paths, &dir, &mut config, from_template)?;
                 tracing::debug!(vm = %config.vm_id, from = %dir.display(), from_template, "restoring");
                 restore_from = Some(dir);
             }

@@ -129,6 +129,14 @@ impl SnapshotPaths {
     pub fn memory(&self) -> PathBuf {
         self.dir.join("memory.zst")
     }
+    /// The memory file uncompressed (templates only), which QEMU reads directly.
+    pub fn memory_raw(&self) -> PathBuf {
+        self.dir.join("memory.raw")
+    }
+    /// Size and CRC-32 of [`SnapshotPaths::memory_raw`] (JSON).
+    pub fn memory_raw_check(&self) -> PathBuf {
+        self.dir.join("memory.raw.json")
+    }
     /// The kernel the guest booted.
     pub fn kernel(&self) -> PathBuf {
         self.dir.join("vmlinux")

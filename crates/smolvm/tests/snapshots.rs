@@ -419,5 +419,19 @@ fn a_template_is_rebuilt_when_its_image_changes() {
     );
     assert_eq!(vm.run("echo ok").unwrap().output(), "ok");
     drop(vm);
+
+    // A damaged template never makes a sandbox unusable: it boots cold and the template is
+    // discarded, to be rebuilt by the next start.
+    let raw = dir.join("memory.raw");
+    let mut bytes = std::fs::read(&raw).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&raw, &bytes).unwrap();
+    let vm = SmolVm::with_data_dir(minimal(), data.clone()).unwrap();
+    vm.start().unwrap();
+    assert_eq!(restored_from(&vm), None, "booted cold");
+    assert_eq!(vm.run("echo ok").unwrap().output(), "ok");
+    assert!(!dir.exists(), "the damaged template was discarded");
+    drop(vm);
     std::fs::remove_dir_all(&root).unwrap();
 }

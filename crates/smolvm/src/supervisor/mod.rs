@@ -7,7 +7,7 @@
 //! killed supervisor takes its VM with it; an ephemeral VM's supervisor stops the VM when its
 //! owner (the process that created it) goes away, detected as EOF on its stdin.
 
-mod restore;
+pub mod restore;
 mod router;
 mod serve;
 pub(crate) mod snapshot;
@@ -293,10 +293,7 @@ fn boot(
     let mut command = backend.command(config, paths);
     command.stdin(Stdio::null()).stdout(Stdio::null());
     let incoming = match &spec.restore_from {
-        Some(dir) => Some(restore::prepare(
-            &mut command,
-            &crate::paths::SnapshotPaths::new(dir).memory(),
-        )?),
+        Some(dir) => Some(restore::prepare(&mut command, dir)?),
         None => None,
     };
     let parent = std::process::id() as i32;
@@ -319,7 +316,7 @@ fn boot(
     let _ = std::fs::write(paths.qemu_pid(), qemu_pid.to_string());
     tracing::info!("VM {}: QEMU pid {qemu_pid}", config.vm_id);
 
-    let incoming = incoming.map(restore::PipeEnds::start).transpose()?;
+    let incoming = incoming.map(restore::Prepared::start).transpose()?;
     let stream = accept_channel(&channel, guard.0.as_mut().expect("child"), paths)?;
     tracing::debug!("VM {}: guest channel connected", config.vm_id);
     drop(channel);

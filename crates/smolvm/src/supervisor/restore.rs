@@ -1,7 +1,9 @@
 //! Starting a VM from a snapshot: QEMU is started with `-incoming fd:3`, reading the
 //! migration stream from a pipe that this module fills from the snapshot's compressed memory
-//! file. The zstd frame's checksum verifies the file as it streams; a corrupt or truncated
-//! file fails the start (and QEMU is killed), it never yields a half-restored guest.
+//! file (the zstd frame's checksum verifies it as it streams), or, for a template, straight
+//! from its uncompressed memory file (checked against its recorded size and CRC-32 while QEMU
+//! reads it). A corrupt or truncated file fails the start (and QEMU is killed): it never
+//! yields a half-restored guest.
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -12,6 +14,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::Supervisor;
+use crate::paths::SnapshotPaths;
 
 /// The descriptor number QEMU reads the stream from.
 const INCOMING_FD: i32 = 3;
@@ -25,19 +28,61 @@ pub(crate) struct Incoming {
     feeder: JoinHandle<Result<u64, String>>,
 }
 
-/// Arranges for `command` (QEMU) to load the migration stream of `memory` and starts
-/// streaming it. Call before spawning `command`.
-pub(crate) fn prepare(command: &mut Command, memory: &Path) -> Result<PipeEnds, String> {
-    let file = File::open(memory).map_err(|e| format!("cannot open {}: {e}", memory.display()))?;
-    let (read, write) = pipe()?;
-    // A large pipe: QEMU reads the stream in small pieces, and each refill of a 64 KiB pipe
-    // costs a wake-up of the feeder.
-    // SAFETY: fcntl on a descriptor we own, with an integer argument.
-    unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_BYTES) };
-    let raw = read.as_raw_fd();
+/// What QEMU will read, set up before it is spawned.
+pub(crate) struct Prepared {
+    /// QEMU's end (a pipe, or the raw file itself); ours to close once QEMU runs.
+    qemu_end: OwnedFd,
+    work: Work,
+}
+
+enum Work {
+    /// Decompress `file` into the pipe's `write` end.
+    Feed {
+        write: OwnedFd,
+        file: File,
+        memory: PathBuf,
+    },
+    /// QEMU reads the raw file directly; check it against its recorded size and CRC.
+    Verify { raw: PathBuf, check: RawCheck },
+}
+
+/// Arranges for `command` (QEMU) to load the snapshot in `dir`: its uncompressed memory file
+/// when it has one (templates do: loading skips decompression and a pipe), else its
+/// compressed one. Call before spawning `command`.
+pub(crate) fn prepare(command: &mut Command, dir: &Path) -> Result<Prepared, String> {
+    let files = SnapshotPaths::new(dir);
+    let open =
+        |path: &Path| File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()));
+    let raw_check = std::fs::read(files.memory_raw_check())
+        .ok()
+        .and_then(|b| serde_json::from_slice::<RawCheck>(&b).ok());
+    let (qemu_end, work) = match raw_check {
+        Some(check) if files.memory_raw().is_file() => (
+            OwnedFd::from(open(&files.memory_raw())?),
+            Work::Verify {
+                raw: files.memory_raw(),
+                check,
+            },
+        ),
+        _ => {
+            let file = open(&files.memory())?;
+            let (read, write) = pipe()?;
+            // A large pipe: QEMU reads the stream in small pieces, and each refill of a
+            // 64 KiB pipe costs a wake-up of the feeder.
+            // SAFETY: fcntl on a descriptor we own, with an integer argument.
+            unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_BYTES) };
+            let work = Work::Feed {
+                write,
+                file,
+                memory: files.memory(),
+            };
+            (read, work)
+        }
+    };
+    let raw = qemu_end.as_raw_fd();
     command.args(["-incoming", &format!("fd:{INCOMING_FD}")]);
     // SAFETY: dup2 and fcntl are async-signal-safe and take plain integers; `raw` stays open
-    // in the parent until the child has been spawned (the caller keeps `read` until then).
+    // in the parent until the child has been spawned (the caller keeps `Prepared` until then).
     unsafe {
         command.pre_exec(move || {
             if raw == INCOMING_FD {
@@ -51,62 +96,136 @@ pub(crate) fn prepare(command: &mut Command, memory: &Path) -> Result<PipeEnds, 
             Ok(())
         });
     }
-    Ok(PipeEnds {
-        read,
-        write,
-        file,
-        memory: memory.to_path_buf(),
-    })
+    Ok(Prepared { qemu_end, work })
 }
 
-/// The pipe between the feeder and QEMU, and the file to feed.
-pub(crate) struct PipeEnds {
-    read: OwnedFd,
-    write: OwnedFd,
-    file: File,
-    memory: PathBuf,
-}
-
-impl PipeEnds {
-    /// Once QEMU runs: closes our copy of its end and starts feeding the stream.
+impl Prepared {
+    /// Once QEMU runs: closes our copy of its end and starts feeding (or verifying).
     pub(crate) fn start(self) -> Result<Incoming, String> {
-        drop(self.read);
-        let (file, memory) = (self.file, self.memory);
-        let mut pipe = File::from(self.write);
+        drop(self.qemu_end);
+        let work = self.work;
         let feeder = std::thread::Builder::new()
             .name("snapshot-feeder".into())
-            .spawn(move || {
-                let corrupt = |e: std::io::Error| {
-                    format!(
-                        "the snapshot file {} is corrupt or truncated ({e}); take the snapshot again",
-                        memory.display()
-                    )
-                };
-                let mut decoder = zstd::stream::Decoder::new(file).map_err(corrupt)?;
-                let mut buf = vec![0u8; 1 << 20];
-                let mut total = 0u64;
-                loop {
-                    let n = match std::io::Read::read(&mut decoder, &mut buf) {
-                        Ok(0) => return Ok(total),
-                        Ok(n) => n,
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                        Err(e) => return Err(corrupt(e)),
-                    };
-                    if let Err(e) = std::io::Write::write_all(&mut pipe, &buf[..n]) {
-                        // QEMU gave up on the stream: a damaged file is the likely reason,
-                        // and reading the rest checks that against the frame's checksum.
-                        std::io::copy(&mut decoder, &mut std::io::sink()).map_err(corrupt)?;
-                        return Err(format!(
-                            "QEMU could not load the snapshot file {} ({e}); see supervisor.log",
-                            memory.display()
-                        ));
-                    }
-                    total += n as u64;
-                }
+            .spawn(move || match work {
+                Work::Feed {
+                    write,
+                    file,
+                    memory,
+                } => feed(file, File::from(write), &memory),
+                Work::Verify { raw, check } => verify(&raw, &check),
             })
             .map_err(|e| format!("cannot start a thread: {e}"))?;
         Ok(Incoming { feeder })
     }
+}
+
+/// What a template's uncompressed memory file must be (`memory.raw.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RawCheck {
+    /// Its size.
+    pub bytes: u64,
+    /// CRC-32 of its content.
+    pub crc32: u32,
+}
+
+/// Writes the uncompressed memory file of the snapshot in `dir` (and its check), so that
+/// restores from it skip decompression. Used for templates, which are restored often.
+pub fn unpack_memory(dir: &Path) -> std::io::Result<RawCheck> {
+    let files = SnapshotPaths::new(dir);
+    let tmp = files.memory_raw().with_extension("raw.tmp");
+    let result = (|| {
+        let mut decoder = zstd::stream::Decoder::new(File::open(files.memory())?)?;
+        let mut out = std::io::BufWriter::new(File::create(&tmp)?);
+        let mut hasher = crc32fast::Hasher::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut bytes = 0u64;
+        loop {
+            let n = std::io::Read::read(&mut decoder, &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            std::io::Write::write_all(&mut out, &buf[..n])?;
+            bytes += n as u64;
+        }
+        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        let check = RawCheck {
+            bytes,
+            crc32: hasher.finalize(),
+        };
+        crate::fsutil::write_atomic(
+            &files.memory_raw_check(),
+            &serde_json::to_vec(&check).expect("serialises"),
+        )?;
+        std::fs::rename(&tmp, files.memory_raw())?;
+        Ok(check)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Decompresses `file` into QEMU's pipe.
+fn feed(file: File, mut pipe: File, memory: &Path) -> Result<u64, String> {
+    let corrupt = |e: std::io::Error| {
+        format!(
+            "the snapshot file {} is corrupt or truncated ({e}); take the snapshot again",
+            memory.display()
+        )
+    };
+    let mut decoder = zstd::stream::Decoder::new(file).map_err(corrupt)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = match std::io::Read::read(&mut decoder, &mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(corrupt(e)),
+        };
+        if let Err(e) = std::io::Write::write_all(&mut pipe, &buf[..n]) {
+            // QEMU gave up on the stream: a damaged file is the likely reason, and reading
+            // the rest checks that against the frame's checksum.
+            std::io::copy(&mut decoder, &mut std::io::sink()).map_err(corrupt)?;
+            return Err(format!(
+                "QEMU could not load the snapshot file {} ({e}); see supervisor.log",
+                memory.display()
+            ));
+        }
+        total += n as u64;
+    }
+}
+
+/// Checks a raw memory file against its recorded size and CRC while QEMU reads it.
+fn verify(raw: &Path, check: &RawCheck) -> Result<u64, String> {
+    let bad = |why: String| {
+        format!(
+            "the template memory file {} is damaged ({why}); remove {} to have it rebuilt",
+            raw.display(),
+            raw.parent()
+                .map_or_else(String::new, |d| d.display().to_string())
+        )
+    };
+    let mut file = File::open(raw).map_err(|e| bad(e.to_string()))?;
+    let mut hasher = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut bytes = 0u64;
+    loop {
+        let n = std::io::Read::read(&mut file, &mut buf).map_err(|e| bad(e.to_string()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        bytes += n as u64;
+    }
+    if bytes != check.bytes {
+        return Err(bad(format!("{bytes} bytes, expected {}", check.bytes)));
+    }
+    if hasher.finalize() != check.crc32 {
+        return Err(bad("checksum mismatch".into()));
+    }
+    Ok(bytes)
 }
 
 impl Incoming {

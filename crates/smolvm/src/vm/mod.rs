@@ -112,6 +112,8 @@ pub struct SmolVm {
     cold: bool,
     /// The snapshot the first start restores (see [`SmolVm::restore`]).
     restore_from: Option<PathBuf>,
+    /// The template the last launch started from.
+    template_used: Mutex<Option<PathBuf>>,
     inner: Mutex<Inner>,
 }
 
@@ -154,6 +156,7 @@ impl SmolVm {
             owned: !persistent,
             cold: false,
             restore_from: None,
+            template_used: Mutex::new(None),
             inner: Mutex::new(Inner {
                 state: VmState::Created,
                 running: None,
@@ -191,6 +194,7 @@ impl SmolVm {
             owned: false,
             cold: false,
             restore_from: None,
+            template_used: Mutex::new(None),
             inner: Mutex::new(Inner {
                 state: VmState::Stopped,
                 running: None,
@@ -289,7 +293,18 @@ impl SmolVm {
         if !restart {
             self.register()?;
         }
-        let started = match self.launch(restart) {
+        tracing::debug!(vm = %self.config.vm_id, "registered");
+        let mut launched = self.launch(restart, true);
+        if let (Err(e), Some(template)) = (&launched, self.template_used()) {
+            // A template that cannot be loaded must not make the sandbox unusable: discard
+            // it (the next start rebuilds it) and boot from scratch.
+            tracing::warn!(vm = %self.config.vm_id, "starting from {} failed, booting cold: {e}", template.display());
+            let _ = std::fs::remove_dir_all(&template);
+            self.unregister();
+            self.register()?;
+            launched = self.launch(restart, false);
+        }
+        let started = match launched {
             Ok(started) => started,
             Err(e) => {
                 if !restart {
@@ -361,8 +376,10 @@ impl SmolVm {
         }
     }
 
-    /// Writes the launch spec and starts the supervisor.
-    fn launch(&self, restart: bool) -> Result<launch::Started> {
+    /// Writes the launch spec and starts the supervisor; a first start may restore a snapshot
+    /// or, if `template` allows, the image's template.
+    fn launch(&self, restart: bool, template: bool) -> Result<launch::Started> {
+        *self.template_used.lock().unwrap_or_else(|e| e.into_inner()) = None;
         let mut config = self.config.clone();
         let mut machine_id = None;
         let mut restore_from = None;
@@ -382,7 +399,11 @@ impl SmolVm {
             }
         }
         if !restart {
-            if let Some((dir, from_template)) = self.restore_source() {
+            if let Some((dir, from_template)) = self.restore_source(template) {
+                if from_template {
+                    *self.template_used.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(dir.clone());
+                }
                 crate::template::prepare_vm_dir(&self.paths, &dir, &mut config, from_template)?;
                 tracing::debug!(vm = %config.vm_id, from = %dir.display(), from_template, "restoring");
                 restore_from = Some(dir);
@@ -409,7 +430,16 @@ impl SmolVm {
             Some(launcher) => launcher.clone(),
             None => Launcher::find()?,
         };
+        tracing::debug!(vm = %self.config.vm_id, "starting the supervisor");
         launch::start(&launcher, &self.paths, &self.config.vm_id, !self.persistent)
+    }
+
+    /// The template the last launch started from, if it did.
+    fn template_used(&self) -> Option<PathBuf> {
+        self.template_used
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn not_running(&self, action: &'static str, state: VmState) -> Error {

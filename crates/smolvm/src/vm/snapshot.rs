@@ -165,11 +165,11 @@ impl SmolVm {
     /// Where the first start of this VM loads its guest from, if not from a cold boot: the
     /// snapshot given to [`SmolVm::restore`], else the image's template (built if missing or
     /// stale; a template that cannot be built means a cold boot, not a failure).
-    pub(crate) fn restore_source(&self) -> Option<(PathBuf, bool)> {
+    pub(crate) fn restore_source(&self, template: bool) -> Option<(PathBuf, bool)> {
         if let Some(dir) = &self.restore_from {
             return Some((dir.clone(), false));
         }
-        if self.cold {
+        if self.cold || !template {
             return None;
         }
         match crate::template::ensure(&self.data, &self.config, self.launcher.as_ref()) {

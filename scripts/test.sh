@@ -8,4 +8,7 @@ cd "$(dirname "$0")/.."
 ./scripts/build.sh
 target/release/smolvm setup
 cargo test --release --workspace
+# The core command and environment tests once more on cold-booted VMs: the default run above
+# starts VMs from pre-booted templates, and both must give the same results.
+SMOLVM_COLD=1 cargo test --release -p smolvm --test run --test env
 ./scripts/test-python.sh

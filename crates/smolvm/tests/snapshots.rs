@@ -214,7 +214,9 @@ fn a_template_start_gives_the_same_results_as_a_cold_boot() {
         template.is_some(),
         "the default minimal shape has a template"
     );
-    let warm = common::vm_with(config.clone());
+    let mut warm = SmolVm::with_data_dir(config.clone(), data.clone()).unwrap();
+    warm.set_cold(false);
+    warm.start().unwrap();
     let mut cold = SmolVm::with_data_dir(config, data).unwrap();
     cold.set_cold(true);
     cold.start().unwrap();
@@ -305,6 +307,21 @@ fn a_corrupt_or_truncated_snapshot_fails_clearly_and_leaves_nothing() {
             "{what}: processes left"
         );
     }
+
+    // Taken by another QEMU build: refused up front, naming why.
+    let meta_path = smolvm::snapshot::snapshot_dir(&data, &meta.id).join("snapshot.json");
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
+    json["compat"]["qemu"] = "/usr/bin/qemu-system-x86_64 size=1 mtime=0.0 ino=1".into();
+    std::fs::write(&meta_path, serde_json::to_vec(&json).unwrap()).unwrap();
+    let err = SmolVm::restore(data.clone(), &meta.id, &RestoreOptions::default())
+        .err()
+        .expect("a snapshot of another QEMU restored");
+    let message = err.to_string();
+    assert!(
+        message.contains("cannot be restored on this host") && message.contains("QEMU build"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -407,7 +424,8 @@ fn a_template_is_rebuilt_when_its_image_changes() {
     std::fs::copy(&rootfs, &fresh).unwrap();
     std::fs::rename(&fresh, &rootfs).unwrap();
     assert!(smolvm::template::find_current(&data, &config).is_none());
-    let vm = SmolVm::with_data_dir(minimal(), data.clone()).unwrap();
+    let mut vm = SmolVm::with_data_dir(minimal(), data.clone()).unwrap();
+    vm.set_cold(false);
     vm.start().unwrap();
     let second = smolvm::snapshot::read_meta(&dir).unwrap();
     assert_ne!(first.template_fingerprint, second.template_fingerprint);
@@ -427,7 +445,8 @@ fn a_template_is_rebuilt_when_its_image_changes() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;
     std::fs::write(&raw, &bytes).unwrap();
-    let vm = SmolVm::with_data_dir(minimal(), data.clone()).unwrap();
+    let mut vm = SmolVm::with_data_dir(minimal(), data.clone()).unwrap();
+    vm.set_cold(false);
     vm.start().unwrap();
     assert_eq!(restored_from(&vm), None, "booted cold");
     assert_eq!(vm.run("echo ok").unwrap().output(), "ok");

@@ -154,7 +154,7 @@ impl SmolVm {
             launcher: None,
             persistent,
             owned: !persistent,
-            cold: false,
+            cold: cold_from_env(),
             restore_from: None,
             template_used: Mutex::new(None),
             inner: Mutex::new(Inner {
@@ -749,6 +749,12 @@ impl Drop for SmolVm {
             tracing::warn!(vm = %self.config.vm_id, "cleanup on drop failed: {e}");
         }
     }
+}
+
+/// `SMOLVM_COLD=1` makes every new VM boot from scratch (as [`SmolVm::set_cold`] does), e.g.
+/// to run a test suite both ways.
+fn cold_from_env() -> bool {
+    std::env::var_os("SMOLVM_COLD").is_some_and(|v| v == "1")
 }
 
 /// The agent request that runs `command` with `options`.

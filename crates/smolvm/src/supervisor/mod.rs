@@ -426,8 +426,30 @@ fn accept_channel(
     qemu: &mut Child,
     paths: &VmPaths,
 ) -> Result<UnixStream, String> {
+    accept_from_qemu(
+        listener,
+        "the guest channel",
+        CHANNEL_CONNECT_TIMEOUT,
+        || match qemu.try_wait() {
+            Ok(Some(status)) => Some(format!(
+                "QEMU exited at start ({status}): {}",
+                log_tail(&paths.supervisor_log())
+            )),
+            _ => None,
+        },
+    )
+}
+
+/// Waits up to `timeout` for QEMU to connect to `listener` (for `what`), giving up early when
+/// `gone` says why QEMU will not.
+pub(crate) fn accept_from_qemu(
+    listener: &UnixListener,
+    what: &str,
+    timeout: Duration,
+    mut gone: impl FnMut() -> Option<String>,
+) -> Result<UnixStream, String> {
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;
-    let deadline = Instant::now() + CHANNEL_CONNECT_TIMEOUT;
+    let deadline = Instant::now() + timeout;
     loop {
         match listener.accept() {
             Ok((stream, _)) => {
@@ -435,20 +457,15 @@ fn accept_channel(
                 return Ok(stream);
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(format!("accepting the guest channel: {e}")),
+            Err(e) => return Err(format!("accepting {what}: {e}")),
         }
-        if let Ok(Some(status)) = qemu.try_wait() {
-            return Err(format!(
-                "QEMU exited at start ({status}): {}",
-                log_tail(&paths.supervisor_log())
-            ));
+        if let Some(why) = gone() {
+            return Err(why);
         }
         if Instant::now() > deadline {
-            return Err(format!(
-                "QEMU did not connect the guest channel within {CHANNEL_CONNECT_TIMEOUT:?}"
-            ));
+            return Err(format!("QEMU did not connect {what} within {timeout:?}"));
         }
-        std::thread::sleep(Duration::from_millis(2));
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 

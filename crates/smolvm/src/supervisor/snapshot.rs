@@ -241,7 +241,17 @@ fn write_snapshot(
         .map(drop)
     })?;
     let stopped_at = Instant::now();
-    let stream = accept(&listener)?;
+    let stream = super::accept_from_qemu(
+        &listener,
+        "its migration stream",
+        MIGRATION_CONNECT_TIMEOUT,
+        || {
+            supervisor
+                .qemu_exited
+                .load(Ordering::SeqCst)
+                .then(|| "QEMU exited".to_string())
+        },
+    )?;
     drop(listener);
     let _ = std::fs::remove_file(&socket_path);
     let (raw_bytes, memory_bytes) =
@@ -272,25 +282,6 @@ fn write_snapshot(
         sync_dir(parent).map_err(|e| io("syncing", parent, e))?;
     }
     Ok(stats)
-}
-
-fn accept(listener: &UnixListener) -> Result<UnixStream, String> {
-    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
-    let deadline = Instant::now() + MIGRATION_CONNECT_TIMEOUT;
-    loop {
-        match listener.accept() {
-            Ok((stream, _)) => {
-                stream.set_nonblocking(false).map_err(|e| e.to_string())?;
-                return Ok(stream);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(format!("accepting QEMU's migration stream: {e}")),
-        }
-        if Instant::now() > deadline {
-            return Err("QEMU did not start its migration stream".into());
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
 }
 
 /// Compresses the migration stream into `path` (durably); returns the raw and compressed

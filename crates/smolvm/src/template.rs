@@ -99,8 +99,34 @@ pub fn ensure(
         }
         return Ok(Some(dir));
     }
-    build(data, config, &key, launcher)?;
+    // A template that could not be built for these exact inputs is not tried again at every
+    // start (each try costs a cold boot); `smolvm setup` or `image build` retries it.
+    let marker = failure_marker(data, &key);
+    let stamp = fingerprint(data, config, &Compat::current()?);
+    if let Some(why) = std::fs::read_to_string(&marker)
+        .ok()
+        .and_then(|text| text.strip_prefix(&format!("{stamp}\n")).map(str::to_string))
+    {
+        return Err(template_failed(&key, why));
+    }
+    if let Err(e) = build(data, config, &key, launcher) {
+        let _ = crate::fsutil::write_atomic(&marker, format!("{stamp}\n{e}").as_bytes());
+        return Err(e);
+    }
+    let _ = std::fs::remove_file(&marker);
     Ok(find_current(data, config))
+}
+
+/// Where a failed build of template `key` is remembered.
+fn failure_marker(data: &DataDir, key: &str) -> PathBuf {
+    data.templates_dir().join(format!(".{key}.failed"))
+}
+
+fn template_failed(key: &str, why: String) -> Error {
+    Error::StartFailed {
+        vm_id: format!("template {key}"),
+        reason: format!("{why} (remembered; `smolvm setup` tries again)"),
+    }
 }
 
 /// Makes sure the template for VMs of image `image` in the default shape (as `SmolVM()` and
@@ -116,6 +142,10 @@ pub fn ensure_for_image(
         ..VmConfig::default()
     }
     .validate(data)?;
+    if let Some(key) = key(data, &config) {
+        // Asked for explicitly: try again even if it failed before.
+        let _ = std::fs::remove_file(failure_marker(data, &key));
+    }
     ensure(data, &config, launcher)
 }
 

@@ -440,6 +440,38 @@ mod tests {
     }
 
     #[test]
+    fn vm_level_requests_go_to_the_supervisor_and_identity_is_optional() {
+        for request in [
+            Request::Pause,
+            Request::Resume,
+            Request::Snapshot {
+                dir: "/d".into(),
+                keep_paused: false,
+                meta: serde_json::Value::Null,
+            },
+        ] {
+            assert!(request.is_for_supervisor(), "{request:?}");
+        }
+        // An older host's hello (no identity) still parses; a new one round-trips.
+        let old: Request =
+            serde_json::from_str(r#"{"op":"hello","protocol":1,"host_time_ns":5}"#).unwrap();
+        assert!(matches!(old, Request::Hello { identity: None, .. }));
+        let hello = Request::Hello {
+            protocol: 1,
+            host_time_ns: None,
+            identity: Some(GuestIdentity {
+                hostname: "a".into(),
+                machine_id: "0".repeat(32),
+                seed: "00ff".into(),
+            }),
+        };
+        let back: Request = serde_json::from_slice(&serde_json::to_vec(&hello).unwrap()).unwrap();
+        assert_eq!(back, hello);
+        // The seed is never logged.
+        assert!(!hello.log_summary().contains("00ff"));
+    }
+
+    #[test]
     fn log_summary_never_contains_values() {
         let mut vars = BTreeMap::new();
         vars.insert("TOKEN".to_string(), "secret-value".to_string());

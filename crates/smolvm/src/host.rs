@@ -167,6 +167,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn random_hex_has_the_asked_length_and_differs_per_call() {
+        for n in [1, 8, 16, 64] {
+            let hex = random_hex(n);
+            assert_eq!(hex.len(), 2 * n);
+            assert!(hex
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        }
+        assert_ne!(random_hex(16), random_hex(16));
+    }
+
+    #[test]
     fn accel_override_wins() {
         // The variable is read at call time; set and restore it around one call.
         std::env::set_var("SMOLVM_ACCEL", "tcg");

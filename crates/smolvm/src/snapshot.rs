@@ -241,6 +241,17 @@ mod tests {
     }
 
     #[test]
+    fn the_supervisor_names_partial_directories_the_way_listing_expects() {
+        let dest = Path::new("/data/snapshots/snap-1");
+        let partial = crate::supervisor::snapshot::partial_dir(dest);
+        assert_eq!(partial.parent(), dest.parent());
+        let name = partial.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with('.'), "{name}");
+        let pid = name.rsplit_once(".partial-").unwrap().1;
+        assert_eq!(pid, std::process::id().to_string());
+    }
+
+    #[test]
     fn partial_directories_are_invisible_and_removed_once_abandoned() {
         let parent = std::env::temp_dir().join(format!("smolvm-snaps-{}", std::process::id()));
         let live = parent.join(format!(".a.partial-{}", std::process::id()));

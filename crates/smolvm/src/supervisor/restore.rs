@@ -294,3 +294,36 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
     // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unpacked_memory_file_verifies_until_it_is_damaged() {
+        let dir = std::env::temp_dir().join(format!("smolvm-raw-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let files = SnapshotPaths::new(&dir);
+        let stream: Vec<u8> = (0..300_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
+        std::fs::write(files.memory(), zstd::encode_all(&stream[..], 1).unwrap()).unwrap();
+        let check = unpack_memory(&dir).unwrap();
+        assert_eq!(check.bytes, stream.len() as u64);
+        assert_eq!(std::fs::read(files.memory_raw()).unwrap(), stream);
+        assert_eq!(verify(&files.memory_raw(), &check), Ok(stream.len() as u64));
+
+        let mut damaged = stream.clone();
+        damaged[1000] ^= 1;
+        std::fs::write(files.memory_raw(), &damaged).unwrap();
+        let err = verify(&files.memory_raw(), &check).unwrap_err();
+        assert!(
+            err.contains("memory.raw") && err.contains("checksum"),
+            "{err}"
+        );
+        std::fs::write(files.memory_raw(), &stream[..10]).unwrap();
+        let err = verify(&files.memory_raw(), &check).unwrap_err();
+        assert!(err.contains("bytes, expected"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,19 +1,19 @@
-//! The VM handle: start, run commands, manage environment variables, stop, delete.
+//! The VM handle: start, stop, delete (commands and environment variables in [`commands`],
+//! pause and snapshots in [`snapshot`]).
 
+mod commands;
 mod snapshot;
+
+pub(crate) use commands::{exec_request, validate_run};
 
 pub use snapshot::{RestoreOptions, SnapshotOptions};
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use smolvm_protocol::{
-    validate_env_key, validate_env_value, ErrorKind, ExecRequest, FrameKind, Request, Response,
-    TtySize,
-};
+use smolvm_protocol::{Request, Response};
 
 use crate::client::Connection;
 use crate::config::{ValidConfig, VmConfig};
@@ -21,7 +21,6 @@ use crate::dirs::DataDir;
 use crate::error::{Error, Result};
 use crate::launch::{self, Launcher};
 use crate::paths::VmPaths;
-use crate::run::{CommandResult, Output, RunOptions};
 use crate::store::{Record, Store};
 use crate::supervisor::LaunchSpec;
 
@@ -29,10 +28,10 @@ use crate::supervisor::LaunchSpec;
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// How often a command with a cancel token checks it.
-const CANCEL_POLL: Duration = Duration::from_millis(50);
+pub(crate) const CANCEL_POLL: Duration = Duration::from_millis(50);
 
 /// Extra host-side wait beyond a command's own timeout, for the guest to report it.
-const TIMEOUT_SLACK: Duration = Duration::from_secs(30);
+pub(crate) const TIMEOUT_SLACK: Duration = Duration::from_secs(30);
 
 /// Where a VM is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -478,166 +477,6 @@ impl SmolVm {
         }
     }
 
-    /// Runs `command` in a login shell with the default timeout (30 s).
-    pub fn run(&self, command: &str) -> Result<CommandResult> {
-        self.run_with(command, &RunOptions::default())
-    }
-
-    /// Runs `command` with `options`, collecting its output.
-    pub fn run_with(&self, command: &str, options: &RunOptions) -> Result<CommandResult> {
-        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-        let (exit_code, guest_time) =
-            self.run_streaming(command, options, &mut |chunk| match chunk {
-                Output::Stdout(b) => stdout.extend_from_slice(b),
-                Output::Stderr(b) => stderr.extend_from_slice(b),
-            })?;
-        Ok(CommandResult {
-            exit_code,
-            stdout,
-            stderr,
-            guest_time,
-        })
-    }
-
-    /// Runs `command`, handing each piece of output to `sink` as it arrives. Returns the exit
-    /// code and the guest-side run time.
-    pub fn run_streaming(
-        &self,
-        command: &str,
-        options: &RunOptions,
-        sink: &mut dyn FnMut(Output<'_>),
-    ) -> Result<(i32, Duration)> {
-        validate_run(command, options)?;
-        let conn = self.conn("Cannot run command")?;
-        let call = conn.start_request(&exec_request(command, options, false, None))?;
-        let deadline = options.timeout.map(|t| Instant::now() + t + TIMEOUT_SLACK);
-        let kill = || call.send(FrameKind::Signal, libc::SIGKILL.to_le_bytes().to_vec());
-        loop {
-            // With a cancel token, wake up regularly to look at it.
-            let wake = match &options.cancel {
-                Some(_) => Some(deadline.map_or(Instant::now() + CANCEL_POLL, |d| {
-                    d.min(Instant::now() + CANCEL_POLL)
-                })),
-                None => deadline,
-            };
-            let frame = call.next(wake)?;
-            if options.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
-                let _ = kill();
-                return Err(Error::Cancelled {
-                    command: command.into(),
-                    vm_id: self.config.vm_id.clone(),
-                });
-            }
-            let Some(frame) = frame else {
-                if deadline.is_some_and(|d| Instant::now() >= d) {
-                    let _ = kill();
-                    return Err(self.timeout_error(command, options));
-                }
-                continue;
-            };
-            match frame.kind {
-                FrameKind::Stdout => sink(Output::Stdout(&frame.payload)),
-                FrameKind::Stderr => sink(Output::Stderr(&frame.payload)),
-                FrameKind::Response => {
-                    let response = frame.to_response().map_err(|source| Error::Protocol {
-                        vm_id: self.config.vm_id.clone(),
-                        source,
-                    })?;
-                    return match response {
-                        Response::Exited(status) if status.timed_out => {
-                            Err(self.timeout_error(command, options))
-                        }
-                        Response::Exited(status) => {
-                            let code = status
-                                .code
-                                .unwrap_or_else(|| 128 + status.signal.unwrap_or(0));
-                            Ok((code, Duration::from_micros(status.guest_micros)))
-                        }
-                        other => Err(self.unexpected(other)),
-                    };
-                }
-                _ => {}
-            }
-        }
-    }
-
-    fn timeout_error(&self, command: &str, options: &RunOptions) -> Error {
-        Error::Timeout {
-            command: command.into(),
-            timeout: options.timeout.unwrap_or_default(),
-            vm_id: self.config.vm_id.clone(),
-        }
-    }
-
-    pub(crate) fn unexpected(&self, response: Response) -> Error {
-        match response {
-            Response::Error {
-                kind: ErrorKind::Paused,
-                ..
-            } => self.not_running("Cannot reach the guest (resume it first)", VmState::Paused),
-            Response::Error {
-                kind: ErrorKind::VmNotRunning,
-                message,
-            } => Error::Disconnected {
-                vm_id: self.config.vm_id.clone(),
-                reason: message,
-            },
-            Response::Error { kind, message } => Error::Guest {
-                vm_id: self.config.vm_id.clone(),
-                kind,
-                message,
-            },
-            other => Error::Guest {
-                vm_id: self.config.vm_id.clone(),
-                kind: ErrorKind::Internal,
-                message: format!("unexpected answer {other:?}"),
-            },
-        }
-    }
-
-    fn env_call(&self, request: &Request) -> Result<Response> {
-        let conn = self.conn("Cannot manage environment variables")?;
-        conn.call(request, Some(Duration::from_secs(60)))
-    }
-
-    /// Sets environment variables for login shells (merged into the current set unless
-    /// `merge` is false). Returns the sorted names of all variables present afterwards.
-    /// The whole batch is validated first: an invalid key or value changes nothing.
-    pub fn set_env_vars(
-        &self,
-        vars: &BTreeMap<String, String>,
-        merge: bool,
-    ) -> Result<Vec<String>> {
-        for (key, value) in vars {
-            validate_env_key(key)?;
-            validate_env_value(key, value)?;
-        }
-        match self.env_call(&Request::EnvSet {
-            vars: vars.clone(),
-            merge,
-        })? {
-            Response::EnvKeys { keys } => Ok(keys),
-            other => Err(self.unexpected(other)),
-        }
-    }
-
-    /// The managed environment variables (never system ones such as PATH).
-    pub fn list_env_vars(&self) -> Result<BTreeMap<String, String>> {
-        match self.env_call(&Request::EnvList)? {
-            Response::EnvVars { vars } => Ok(vars),
-            other => Err(self.unexpected(other)),
-        }
-    }
-
-    /// Removes `keys`; returns the removed variables that existed, with their old values.
-    pub fn unset_env_vars<S: AsRef<str>>(&self, keys: &[S]) -> Result<BTreeMap<String, String>> {
-        let keys = keys.iter().map(|k| k.as_ref().to_string()).collect();
-        match self.env_call(&Request::EnvUnset { keys })? {
-            Response::EnvVars { vars } => Ok(vars),
-            other => Err(self.unexpected(other)),
-        }
-    }
-
     /// Measures `rounds` bare echo round trips on the guest channel, timed by the supervisor
     /// (the channel floor), in nanoseconds.
     pub fn channel_bench(&self, rounds: u32, size: u32) -> Result<Vec<u64>> {
@@ -755,72 +594,4 @@ impl Drop for SmolVm {
 /// to run a test suite both ways.
 fn cold_from_env() -> bool {
     std::env::var_os("SMOLVM_COLD").is_some_and(|v| v == "1")
-}
-
-/// The agent request that runs `command` with `options`.
-pub(crate) fn exec_request(
-    command: &str,
-    options: &RunOptions,
-    stdin: bool,
-    tty: Option<TtySize>,
-) -> Request {
-    Request::Exec(ExecRequest {
-        command: command.to_string(),
-        shell: options.shell,
-        env: options.env.clone(),
-        cwd: options.cwd.clone(),
-        timeout_ms: options.timeout.map(|t| t.as_millis().max(1) as u64),
-        stdin: stdin || tty.is_some(),
-        tty,
-    })
-}
-
-/// Refuses a command that cannot run, before anything is sent.
-pub(crate) fn validate_run(command: &str, options: &RunOptions) -> Result<()> {
-    if command.trim().is_empty() {
-        return Err(Error::InvalidConfig {
-            field: "command",
-            reason: "the command is empty; pass a shell command line".into(),
-        });
-    }
-    if command.contains('\0') {
-        return Err(Error::InvalidConfig {
-            field: "command",
-            reason: "the command contains a NUL byte".into(),
-        });
-    }
-    if options.timeout == Some(Duration::ZERO) {
-        return Err(Error::InvalidConfig {
-            field: "timeout",
-            reason:
-                "a timeout of 0 would kill every command at once; use a positive timeout or none"
-                    .into(),
-        });
-    }
-    for (key, value) in &options.env {
-        validate_env_key(key)?;
-        validate_env_value(key, value)?;
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn empty_command_and_zero_timeout_are_refused() {
-        let err = validate_run("  ", &RunOptions::default())
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("command is empty"), "{err}");
-        let err = validate_run(
-            "true",
-            &RunOptions::default().with_timeout(Some(Duration::ZERO)),
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("timeout"), "{err}");
-        assert!(validate_run("true", &RunOptions::default().with_timeout(None)).is_ok());
-    }
 }

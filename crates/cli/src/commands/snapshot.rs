@@ -11,29 +11,46 @@ use crate::output::print_json;
 
 /// `smolvm pause NAME`: a paused sandbox keeps its memory; pausing it again does nothing.
 pub fn pause(args: NameArg, json: bool) -> Result<i32> {
-    let vm = SmolVm::attach(&args.name)?;
-    let was_paused = vm.status() == VmState::Paused;
-    vm.pause()?;
-    let text = if was_paused {
-        format!("{} is already paused", vm.vm_id())
-    } else {
-        format!("{} paused", vm.vm_id())
-    };
-    say(json, vm.vm_id(), "paused", text);
-    Ok(0)
+    switch(
+        &args,
+        json,
+        VmState::Paused,
+        SmolVm::pause,
+        "paused",
+        "paused",
+    )
 }
 
 /// `smolvm resume NAME`: resuming a running sandbox does nothing.
 pub fn resume(args: NameArg, json: bool) -> Result<i32> {
+    switch(
+        &args,
+        json,
+        VmState::Running,
+        SmolVm::resume,
+        "resumed",
+        "running",
+    )
+}
+
+/// Brings sandbox `args.name` to `target` with `act`, saying whether it was already there.
+fn switch(
+    args: &NameArg,
+    json: bool,
+    target: VmState,
+    act: fn(&SmolVm) -> smolvm::Result<()>,
+    done: &str,
+    state: &str,
+) -> Result<i32> {
     let vm = SmolVm::attach(&args.name)?;
-    let was_paused = vm.status() == VmState::Paused;
-    vm.resume()?;
-    let text = if was_paused {
-        format!("{} resumed", vm.vm_id())
+    let already = vm.status() == target;
+    act(&vm)?;
+    let text = if already {
+        format!("{} is already {state}", vm.vm_id())
     } else {
-        format!("{} is already running", vm.vm_id())
+        format!("{} {done}", vm.vm_id())
     };
-    say(json, vm.vm_id(), "running", text);
+    say(json, vm.vm_id(), state, text);
     Ok(0)
 }
 

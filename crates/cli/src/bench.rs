@@ -19,14 +19,13 @@
 //! - the host memory of that VM, idle, against the guest memory it touched.
 
 use std::collections::BTreeMap;
-use std::os::unix::net::UnixListener;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use serde::Serialize;
 use smolvm::backend::qemu::{find_qemu, QemuBackend};
-use smolvm::backend::Backend;
+use smolvm::backend::jail::Confinement;
+use smolvm::backend::{Backend, LaunchOptions};
 use smolvm::config::DEFAULT_IMAGE;
 use smolvm::image::MINIMAL;
 use smolvm::paths::VmPaths;
@@ -232,22 +231,22 @@ fn boot_floor_once(
     }
     .validate(data)?;
     let paths = VmPaths::new(scratch);
-    let _ = std::fs::remove_file(paths.channel_socket());
-    // The floor has the same devices as a real VM, so its channel needs a listener too.
-    let listener = UnixListener::bind(paths.channel_socket())?;
-    let mut command = backend.command(&config, &paths);
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    // The floor is bare QEMU: no confinement (its cost is measured separately).
+    let prepared = backend
+        .prepare(
+            &config,
+            &paths,
+            LaunchOptions {
+                incoming: None,
+                confinement: Confinement::Off,
+            },
+        )
+        .map_err(|e| anyhow::anyhow!("preparing the boot-floor VM: {e}"))?;
     let start = Instant::now();
-    let mut child = command
-        .spawn()
-        .context("starting QEMU for the boot floor")?;
-    let accept = std::thread::spawn(move || listener.accept().map(|(s, _)| s));
-    let status = child.wait()?;
+    let mut spawned = smolvm::backend::spawn(prepared, &Confinement::Off)
+        .map_err(|e| anyhow::anyhow!("starting QEMU for the boot floor: {e}"))?;
+    let status = spawned.child.wait()?;
     let elapsed = start.elapsed();
-    drop(accept);
     if !status.success() {
         bail!("the boot-floor VM exited with {status}");
     }

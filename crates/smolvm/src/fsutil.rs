@@ -42,6 +42,15 @@ pub fn link_or_copy(source: &Path, dest: &Path) -> io::Result<()> {
     }
 }
 
+/// Listens on a Unix socket at `path` that only its owner may connect to (mode 0600 whatever
+/// the umask; peers are checked too, see the supervisor's accept loop).
+pub fn bind_private(path: &Path) -> io::Result<std::os::unix::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let listener = std::os::unix::net::UnixListener::bind(path)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
 /// Flushes a directory's entries (a rename or a new file in it) to disk.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()

@@ -79,6 +79,11 @@ impl VmPaths {
     pub fn migration_socket(&self) -> PathBuf {
         self.dir.join("mig.sock")
     }
+
+    /// The (empty) directory a jailed VMM's root is mounted on, in its own mount namespace.
+    pub fn jail_root(&self) -> PathBuf {
+        self.dir.join("jail")
+    }
     /// A hard link to the kernel a restored VM booted from (its snapshot may be removed).
     pub fn kernel_link(&self) -> PathBuf {
         self.dir.join("vmlinux")

@@ -28,6 +28,8 @@ pub struct SandboxInfo {
     pub qemu_pid: Option<u32>,
     /// Seconds since it started, while running.
     pub uptime_secs: Option<u64>,
+    /// How its QEMU is confined (seccomp, uid, namespaces), while running.
+    pub confinement: Option<crate::backend::jail::Report>,
 }
 
 /// Reads a pid file; `None` when absent or malformed.
@@ -56,6 +58,7 @@ pub fn inspect(data: &DataDir, record: Record) -> SandboxInfo {
         supervisor_pid: None,
         qemu_pid: None,
         uptime_secs: None,
+        confinement: None,
     };
     if let Some(pid) = read_pid(&paths.supervisor_pid()) {
         if pid_alive(pid) {
@@ -67,6 +70,9 @@ pub fn inspect(data: &DataDir, record: Record) -> SandboxInfo {
             .into();
             info.supervisor_pid = Some(pid);
             info.qemu_pid = read_pid(&paths.qemu_pid()).filter(|p| pid_alive(*p));
+            info.confinement = info
+                .qemu_pid
+                .and_then(|p| crate::backend::jail::inspect(p).ok());
             info.uptime_secs = std::fs::metadata(paths.supervisor_pid())
                 .and_then(|m| m.modified())
                 .ok()

@@ -104,6 +104,9 @@ pub fn setup(
         apt_get(&args, progress)?;
         progress.finish("packages installed");
     }
+    if is_root() {
+        ensure_qemu_user(progress)?;
+    }
     std::fs::create_dir_all(data.root())
         .map_err(|e| Error::io(format!("creating {}", data.root().display()), e))?;
     let kernel_built = kernel::build(data, progress)?;
@@ -127,6 +130,36 @@ pub fn setup(
         images_built,
         data_dir: data.root().to_path_buf(),
     })
+}
+
+/// Creates the unprivileged system user that confined QEMUs run as (see
+/// [`crate::backend::jail`]), if it does not exist yet.
+fn ensure_qemu_user(progress: &dyn Progress) -> Result<()> {
+    use crate::backend::jail::{lookup_user, QEMU_USER};
+    if lookup_user(QEMU_USER).is_some() {
+        return Ok(());
+    }
+    progress.tick(&format!("creating the system user {QEMU_USER}"));
+    let out = Command::new("useradd")
+        .args([
+            "--system",
+            "--no-create-home",
+            "--home-dir",
+            "/nonexistent",
+            "--shell",
+            "/usr/sbin/nologin",
+            "--user-group",
+            QEMU_USER,
+        ])
+        .output()
+        .map_err(|e| Error::io("running useradd", e))?;
+    if !out.status.success() && lookup_user(QEMU_USER).is_none() {
+        return Err(Error::io(
+            format!("creating the user {QEMU_USER}"),
+            std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_string()),
+        ));
+    }
+    Ok(())
 }
 
 fn apt_get(args: &[&str], progress: &dyn Progress) -> Result<()> {
@@ -177,6 +210,35 @@ fn check(name: &str, result: std::result::Result<String, (String, String)>) -> C
     }
 }
 
+/// How VMs started now would have their QEMU confined (see [`crate::backend::jail`]).
+fn confinement_check(data: &DataDir, accel: &host::AccelChoice) -> Check {
+    use crate::backend::jail::{self, Confinement, QEMU_USER};
+    let qemu = crate::backend::qemu::find_qemu().unwrap_or_default();
+    let confinement = jail::choose(
+        &data.root().join("vms"),
+        &qemu,
+        accel.accel == host::Accel::Kvm,
+    );
+    let mut detail = confinement.describe();
+    if accel.accel == host::Accel::Tcg {
+        // QEMU's own security policy: only virtualisation (KVM) is a security boundary.
+        detail.push_str("; note: under software emulation (TCG) QEMU does not treat the guest as a security boundary");
+    }
+    let problem = match &confinement {
+        Confinement::Off => Some("unset SMOLVM_UNCONFINED".to_string()),
+        Confinement::Jailed(j) if j.user_name != QEMU_USER => {
+            Some(format!("run `smolvm setup` as root to create the user {QEMU_USER}"))
+        }
+        _ => None,
+    };
+    Check {
+        name: "confinement".into(),
+        ok: problem.is_none(),
+        detail,
+        fix: problem,
+    }
+}
+
 /// Checks every prerequisite of running a VM.
 pub fn doctor(data: &DataDir) -> Vec<Check> {
     let mut checks = Vec::new();
@@ -222,6 +284,7 @@ pub fn doctor(data: &DataDir) -> Vec<Check> {
         detail: format!("{}: {}", accel.accel.as_str(), accel.reason),
         fix: None,
     });
+    checks.push(confinement_check(data, &accel));
     let missing = missing_packages();
     checks.push(check(
         "host packages",

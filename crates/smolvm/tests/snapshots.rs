@@ -302,8 +302,10 @@ fn a_corrupt_or_truncated_snapshot_fails_clearly_and_leaves_nothing() {
             smolvm::sandbox::find(&data, &name).is_err(),
             "{what}: still registered"
         );
+        // The supervisor names the VM's directory, QEMU the VM (`-name smolvm-NAME`).
         assert!(
-            common::processes_mentioning(&format!("vms/{name}/")).is_empty(),
+            common::processes_mentioning(&format!("vms/{name}/")).is_empty()
+                && common::processes_mentioning(&format!("smolvm-{name}\0")).is_empty(),
             "{what}: processes left"
         );
     }

@@ -125,6 +125,9 @@ pub fn info(args: NameArg, json: bool) -> Result<i32> {
             info.supervisor_pid.map_or("-".into(), |p| p.to_string()),
             info.qemu_pid.map_or("-".into(), |p| p.to_string())
         );
+        if let Some(confinement) = &info.confinement {
+            println!("qemu jail:   {}", confinement.summary());
+        }
     }
     Ok(0)
 }

@@ -1,13 +1,48 @@
 //! Virtual machine monitors. The supervisor starts a VM through a [`Backend`]; the guest
 //! channel and the protocol are the same whatever the backend.
+//!
+//! A backend turns a validated configuration into a process to spawn plus the host ends of
+//! the VM's three connections (guest channel, monitor, console). The VMM opens no file of
+//! ours by name: [`inherit`] hands it descriptors, and [`jail`] confines it before `exec`.
 
+pub mod inherit;
+pub mod jail;
 pub mod qemu;
 pub mod qmp;
 
-use std::process::Command;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
 
 use crate::config::ValidConfig;
 use crate::paths::VmPaths;
+use inherit::Inherited;
+use jail::Confinement;
+
+/// What a launch needs beyond the configuration.
+#[derive(Debug)]
+pub struct LaunchOptions {
+    /// A migration stream to load instead of booting (a restore).
+    pub incoming: Option<OwnedFd>,
+    /// How the VMM is confined.
+    pub confinement: Confinement,
+}
+
+/// A VM ready to be spawned.
+#[derive(Debug)]
+pub struct PreparedVm {
+    /// The VMM's command line.
+    pub command: Command,
+    /// Descriptors the VMM inherits at fixed numbers.
+    pub inherited: Inherited,
+    /// The host end of the guest channel.
+    pub channel: UnixStream,
+    /// The host end of the VMM's monitor.
+    pub qmp: UnixStream,
+    /// The host end of the serial console.
+    pub console: UnixStream,
+}
 
 /// A way to run a VM.
 pub trait Backend {
@@ -15,7 +50,127 @@ pub trait Backend {
     fn name(&self) -> &'static str;
     /// The accelerator in use (`kvm`, `tcg`).
     fn accel(&self) -> &'static str;
-    /// The command that runs `config` with its files at `paths`. The process it starts must
-    /// connect the guest channel to `paths.channel_socket()` and exit when the guest resets.
-    fn command(&self, config: &ValidConfig, paths: &VmPaths) -> Command;
+    /// Opens everything `config` boots from (refusing a tampered disk) and builds the VMM's
+    /// command. The process must exit when the guest resets.
+    fn prepare(
+        &self,
+        config: &ValidConfig,
+        paths: &VmPaths,
+        options: LaunchOptions,
+    ) -> Result<PreparedVm, String>;
+}
+
+/// The VMM's process and the supervisor's ends of its connections.
+pub struct Spawned {
+    /// The VMM.
+    pub child: Child,
+    /// The guest channel.
+    pub channel: UnixStream,
+    /// The monitor.
+    pub qmp: UnixStream,
+    /// The serial console.
+    pub console: UnixStream,
+    /// The thread that forked a jailed VMM; see [`ParentThread`].
+    pub parent: Option<ParentThread>,
+}
+
+/// Keeps alive the thread that forked the VMM. A jailed VMM is forked by a thread of its own
+/// (a thread that made a new PID namespace for its children can create no more threads), and
+/// the VMM's parent-death signal fires when *that thread* ends: drop this only once the VMM
+/// has been reaped.
+pub struct ParentThread {
+    release: std::sync::mpsc::Sender<()>,
+}
+
+impl Drop for ParentThread {
+    fn drop(&mut self) {
+        let _ = self.release.send(());
+    }
+}
+
+/// Spawns a prepared VM: in the child, places the inherited descriptors, enters the jail
+/// (when `confinement` has one), and ties the VMM's life to the calling thread's
+/// (`PR_SET_PDEATHSIG`, set after the identity change, which would clear it).
+pub fn spawn(prepared: PreparedVm, confinement: &Confinement) -> Result<Spawned, String> {
+    let PreparedVm {
+        mut command,
+        inherited,
+        channel,
+        qmp,
+        console,
+    } = prepared;
+    let jail = match confinement {
+        Confinement::Jailed(jail) => Some(
+            jail.prepare()
+                .map_err(|e| format!("cannot prepare the VMM's jail: {e}"))?,
+        ),
+        _ => None,
+    };
+    let jailed = jail.is_some();
+    command.stdin(Stdio::null()).stdout(Stdio::null());
+    let pairs = inherited.pairs();
+    let parent = std::process::id() as i32;
+    // SAFETY: the closure only makes async-signal-safe system calls and does not allocate
+    // (`pairs` and the jail were built before the fork); the descriptors in `pairs` stay open
+    // in the parent until `spawn` returns, since `inherited` lives until then.
+    unsafe {
+        command.pre_exec(move || {
+            inherit::place(&pairs)?;
+            if let Some(jail) = &jail {
+                jail.enter()?;
+            }
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            // The parent may have died before PDEATHSIG was armed (it is then re-parented).
+            if libc::getppid() != parent && jail.is_none() {
+                return Err(std::io::Error::other("supervisor died before QEMU started"));
+            }
+            Ok(())
+        });
+    }
+    let (child, parent) = if jailed {
+        let (child, parent) = spawn_in_pid_namespace(command)?;
+        (child, Some(parent))
+    } else {
+        let child = command
+            .spawn()
+            .map_err(|e| format!("cannot start the VMM: {e}"))?;
+        (child, None)
+    };
+    drop(inherited);
+    Ok(Spawned {
+        child,
+        channel,
+        qmp,
+        console,
+        parent,
+    })
+}
+
+/// Forks `command` from a thread of its own that first gives its children a new PID
+/// namespace (QEMU is PID 1 there and sees no other process), then waits to be released.
+fn spawn_in_pid_namespace(mut command: Command) -> Result<(Child, ParentThread), String> {
+    let (result_tx, result_rx) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("vmm-parent".into())
+        .spawn(move || {
+            let child = jail::new_pid_namespace_for_children()
+                .map_err(|e| format!("cannot create a PID namespace for the VMM: {e}"))
+                .and_then(|()| {
+                    command
+                        .spawn()
+                        .map_err(|e| format!("cannot start the VMM: {e}"))
+                });
+            let started = child.is_ok();
+            let _ = result_tx.send(child);
+            if started {
+                // Until the supervisor has reaped the VMM (or is gone itself).
+                let _ = released.recv();
+            }
+        })
+        .map_err(|e| format!("cannot start a thread: {e}"))?;
+    let child = result_rx
+        .recv()
+        .map_err(|_| "the VMM's parent thread died".to_string())??;
+    Ok((child, ParentThread { release }))
 }

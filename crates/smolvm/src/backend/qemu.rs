@@ -1,12 +1,18 @@
 //! QEMU `-M microvm`: a minimal machine (no PCI, no ACPI, no firmware scan) that boots a Linux
 //! kernel directly, with virtio devices on MMIO.
 
+use std::fs::{File, OpenOptions};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use smolvm_protocol::AGENT_PORT_NAME;
 
-use crate::backend::Backend;
+use crate::backend::inherit::Inherited;
+use crate::backend::jail::Confinement;
+use crate::backend::{Backend, LaunchOptions, PreparedVm};
 use crate::config::ValidConfig;
 use crate::error::{Error, Result};
 use crate::host::{Accel, AccelChoice};
@@ -76,6 +82,11 @@ impl QemuBackend {
         }
     }
 
+    /// The QEMU program.
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
     /// Whether the VM's disk may skip flushes (`cache=unsafe`): right for an ephemeral VM,
     /// whose overlay is deleted when it stops, so that a guest `fsync` does not wait for the
     /// host's disk (measured: ~5 ms each). A persistent sandbox's overlay keeps them, so that
@@ -110,9 +121,59 @@ impl QemuBackend {
     }
 }
 
-/// QEMU option values are comma-separated; a literal comma is written twice.
-fn qemu_escape(path: &Path) -> String {
-    path.display().to_string().replace(',', ",,")
+/// Where QEMU finds each inherited descriptor.
+pub mod fd {
+    /// The migration stream of a restore (`-incoming fd:3`).
+    pub const INCOMING: i32 = 3;
+    /// The guest channel (virtio-serial port's chardev).
+    pub const CHANNEL: i32 = 4;
+    /// QEMU's monitor (QMP).
+    pub const QMP: i32 = 5;
+    /// The serial console.
+    pub const CONSOLE: i32 = 6;
+    /// The kernel, read through `/proc/self/fd`.
+    pub const KERNEL: i32 = 7;
+    /// The initramfs, read through `/proc/self/fd`.
+    pub const INITRD: i32 = 8;
+    /// The VM's overlay, read-write, in fd set 1.
+    pub const OVERLAY_RW: i32 = 9;
+    /// The VM's overlay, read-only, in fd set 1 (QEMU may reopen it either way).
+    pub const OVERLAY_RO: i32 = 10;
+    /// The overlay's base, read-only, in fd set 2.
+    pub const BASE: i32 = 11;
+}
+
+/// Opens `path` read-only without following a symlink at its last component.
+fn open_ro(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// A file QEMU reads through `/proc/self/fd/N`: that path reopens the file and checks its
+/// mode, so a jailed QEMU (another uid) gets a private in-memory copy of one only its owner
+/// may read.
+fn boot_file(path: &Path, jailed: bool) -> std::io::Result<OwnedFd> {
+    let mut file = open_ro(path)?;
+    if !jailed || crate::backend::jail::world_readable(path) {
+        return Ok(file.into());
+    }
+    let name = c"smolvm-boot-file";
+    // SAFETY: memfd_create with a valid NUL-terminated name and flags; the result is checked.
+    let raw = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    if raw == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: memfd_create returned a fresh descriptor that we now own.
+    let mut copy = File::from(unsafe { OwnedFd::from_raw_fd(raw) });
+    std::io::copy(&mut file, &mut copy)?;
+    Ok(copy.into())
+}
+
+fn socket_pair() -> std::io::Result<(UnixStream, OwnedFd)> {
+    let (ours, theirs) = UnixStream::pair()?;
+    Ok((ours, theirs.into()))
 }
 
 impl Backend for QemuBackend {
@@ -124,8 +185,22 @@ impl Backend for QemuBackend {
         self.accel.accel.as_str()
     }
 
-    fn command(&self, config: &ValidConfig, paths: &VmPaths) -> Command {
+    fn prepare(
+        &self,
+        config: &ValidConfig,
+        paths: &VmPaths,
+        options: LaunchOptions,
+    ) -> std::result::Result<PreparedVm, String> {
+        let io = |what: &str, path: &Path| {
+            let what = what.to_string();
+            let path = path.display().to_string();
+            move |e: std::io::Error| format!("cannot {what} {path}: {e}")
+        };
+        let jailed = matches!(options.confinement, Confinement::Jailed(_));
+        let mut inherited = Inherited::new();
         let mut cmd = Command::new(&self.binary);
+        // A name that says which VM this is in `ps` (the command line names no files).
+        cmd.args(["-name", &format!("smolvm-{}", config.vm_id)]);
         // acpi=off: our kernel has no ACPI, and only then does QEMU put the virtio-mmio devices
         // on the kernel command line. The RTC stays: without it the kernel's clock read at
         // boot waits a full second for an update flag that never clears.
@@ -134,6 +209,9 @@ impl Backend for QemuBackend {
             Accel::Kvm => cmd.args(["-accel", "kvm", "-cpu", "host"]),
             Accel::Tcg => cmd.args(["-accel", "tcg", "-cpu", "max"]),
         };
+        if options.confinement.seccomp() {
+            cmd.args(["-sandbox", crate::backend::jail::SECCOMP_ARGS]);
+        }
         cmd.args(["-m", &format!("{}M", config.mem_size_mib)]);
         cmd.args(["-smp", &config.vcpu_count.to_string()]);
         cmd.args([
@@ -143,58 +221,99 @@ impl Backend for QemuBackend {
             "none",
             "-no-reboot",
         ]);
-        cmd.arg("-kernel").arg(&config.kernel_path);
+        let kernel = boot_file(&config.kernel_path, jailed).map_err(io("open", &config.kernel_path))?;
+        let kernel = inherited.add(kernel, fd::KERNEL);
+        cmd.args(["-kernel", &format!("/proc/self/fd/{kernel}")]);
         match &config.rootfs {
             RootFs::Initramfs(path) => {
-                cmd.arg("-initrd").arg(path);
+                let initrd = boot_file(path, jailed).map_err(io("open", path))?;
+                let initrd = inherited.add(initrd, fd::INITRD);
+                cmd.args(["-initrd", &format!("/proc/self/fd/{initrd}")]);
             }
-            RootFs::Disk(_) => {
-                // The VM's own overlay (made by the SDK before launch); QEMU opens its base
-                // read-only through it. discard=unmap lets the guest's frees shrink it.
+            RootFs::Disk(base_path) => {
+                // The VM's own overlay (made by the SDK before launch) over its base, both
+                // handed over as descriptors; the base only ever read-only. The overlay's
+                // header must name that very base (a tampered snapshot could name any file).
+                let overlay = paths.overlay();
+                let base = if paths.base_link().is_file() {
+                    paths.base_link()
+                } else {
+                    base_path.clone()
+                };
+                crate::image::qcow2::check_overlay(&overlay, &base)
+                    .map_err(|e| format!("refusing the VM's disk: {e}"))?;
+                let rw = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&overlay)
+                    .map_err(io("open", &overlay))?;
+                let ro = open_ro(&overlay).map_err(io("open", &overlay))?;
+                let base_file = open_ro(&base).map_err(io("open", &base))?;
+                for (file, target, set) in [
+                    (OwnedFd::from(rw), fd::OVERLAY_RW, 1),
+                    (OwnedFd::from(ro), fd::OVERLAY_RO, 1),
+                    (OwnedFd::from(base_file), fd::BASE, 2),
+                ] {
+                    let n = inherited.add(file, target);
+                    cmd.args(["-add-fd", &format!("fd={n},set={set}")]);
+                }
+                // discard=unmap lets the guest's frees shrink the overlay.
+                let no_flush = if self.volatile_disk {
+                    ",cache.no-flush=on"
+                } else {
+                    ""
+                };
                 cmd.args([
-                    "-drive",
+                    "-blockdev",
+                    "driver=file,node-name=base-file,filename=/dev/fdset/2,read-only=on",
+                    "-blockdev",
+                    "driver=raw,node-name=base,file=base-file,read-only=on",
+                    "-blockdev",
                     &format!(
-                        "file={},if=none,id=rootfs,format=qcow2,discard=unmap{}",
-                        qemu_escape(&paths.overlay()),
-                        if self.volatile_disk {
-                            ",cache=unsafe"
-                        } else {
-                            ""
-                        }
+                        "driver=file,node-name=disk-file,filename=/dev/fdset/1,discard=unmap{no_flush}"
+                    ),
+                    "-blockdev",
+                    &format!(
+                        "driver=qcow2,node-name=rootfs,file=disk-file,backing=base,discard=unmap{no_flush}"
                     ),
                 ]);
                 cmd.args(["-device", "virtio-blk-device,drive=rootfs"]);
             }
         }
         cmd.arg("-append").arg(self.kernel_cmdline(config));
-        cmd.args([
-            "-serial",
-            &format!("file:{}", qemu_escape(&paths.console_log())),
-        ]);
-        // The guest channel: QEMU is the client of the supervisor's socket, so the host end is
-        // connected before the guest even starts (no disconnected window, no reconnect race).
-        cmd.args([
-            "-chardev",
-            &format!(
-                "socket,id=agent,path={}",
-                qemu_escape(&paths.channel_socket())
-            ),
-        ]);
+        let (console, qemu_console) = socket_pair().map_err(|e| e.to_string())?;
+        let n = inherited.add(qemu_console, fd::CONSOLE);
+        cmd.args(["-chardev", &format!("socket,id=console,fd={n}")]);
+        cmd.args(["-serial", "chardev:console"]);
+        // The guest channel: connected before the guest even starts (no disconnected window,
+        // no reconnect race), and no socket file for anyone else to reach.
+        let (channel, qemu_channel) = socket_pair().map_err(|e| e.to_string())?;
+        let n = inherited.add(qemu_channel, fd::CHANNEL);
+        cmd.args(["-chardev", &format!("socket,id=agent,fd={n}")]);
         cmd.args(["-device", "virtio-serial-device,max_ports=2"]);
         cmd.args([
             "-device",
             &format!("virtserialport,chardev=agent,name={AGENT_PORT_NAME}"),
         ]);
         cmd.args(["-device", "virtio-rng-device"]);
-        // Kept on every VM so that snapshots (migration) can be driven later.
-        cmd.args([
-            "-qmp",
-            &format!(
-                "unix:{},server=on,wait=off",
-                qemu_escape(&paths.qmp_socket())
-            ),
-        ]);
-        cmd
+        // The monitor drives pause, resume and snapshots; only the supervisor holds its
+        // other end (anyone reaching a QMP socket could make QEMU do anything it may).
+        let (qmp, qemu_qmp) = socket_pair().map_err(|e| e.to_string())?;
+        let n = inherited.add(qemu_qmp, fd::QMP);
+        cmd.args(["-chardev", &format!("socket,id=qmp,fd={n}")]);
+        cmd.args(["-mon", "chardev=qmp,mode=control"]);
+        if let Some(incoming) = options.incoming {
+            let n = inherited.add(incoming, fd::INCOMING);
+            cmd.args(["-incoming", &format!("fd:{n}")]);
+        }
+        Ok(PreparedVm {
+            command: cmd,
+            inherited,
+            channel,
+            qmp,
+            console,
+        })
     }
 }
 

@@ -13,10 +13,9 @@ mod serve;
 pub(crate) mod snapshot;
 
 use std::io::{Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::os::unix::process::CommandExt;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -24,15 +23,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use smolvm_protocol::{AgentInfo, GuestIdentity, Request, Response, PROTOCOL_VERSION};
 
+use crate::backend::jail;
 use crate::backend::qemu::{find_qemu, QemuBackend};
-use crate::backend::Backend;
+use crate::backend::{Backend, LaunchOptions};
 use crate::config::ValidConfig;
 use crate::dirs::DataDir;
 use crate::paths::VmPaths;
 use router::Router;
 
-/// How long QEMU gets to connect the guest channel after it starts.
-const CHANNEL_CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long the guest gets from QEMU start to the agent's handshake. Generous: under software
 /// emulation on a loaded 2-core host a boot can take several seconds.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
@@ -102,8 +100,8 @@ pub(crate) struct Supervisor {
     /// Held while a snapshot is taken (or a pause/resume is applied), so that they never
     /// interleave.
     pub(crate) snapshotting: Mutex<()>,
-    /// The QMP session, connected on first use.
-    pub(crate) qmp: Mutex<Option<crate::backend::qmp::Qmp>>,
+    /// The monitor: a socket pair with QEMU, its session negotiated on first use.
+    pub(crate) qmp: Mutex<crate::backend::qmp::QmpLink>,
 }
 
 impl Supervisor {
@@ -160,8 +158,9 @@ pub fn run(dir: &Path) -> i32 {
     };
     let _ = std::fs::write(paths.supervisor_pid(), std::process::id().to_string());
     match boot(&spec, &paths, started) {
-        Ok((supervisor, mut qemu)) => {
+        Ok((supervisor, Vmm(mut qemu, parent))) => {
             let status = qemu.wait();
+            drop(parent);
             supervisor.qemu_exited.store(true, Ordering::SeqCst);
             let (state, reason) = if supervisor.stopping.load(Ordering::SeqCst) {
                 ("stopped", "stopped on request".to_string())
@@ -245,8 +244,9 @@ fn finish(paths: &VmPaths, spec: &LaunchSpec, state: &str, reason: &str) {
     );
 }
 
-/// Kills QEMU when boot fails part-way, so that nothing outlives a failed start.
-struct KillOnDrop(Option<Child>);
+/// Kills QEMU when boot fails part-way, so that nothing outlives a failed start. Holds the
+/// thread QEMU was forked from (if any), released only after QEMU has been reaped.
+struct KillOnDrop(Option<Child>, Option<crate::backend::ParentThread>);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
@@ -257,11 +257,14 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// The running VMM and the thread it was forked from (see [`crate::backend::ParentThread`]).
+struct Vmm(Child, Option<crate::backend::ParentThread>);
+
 fn boot(
     spec: &LaunchSpec,
     paths: &VmPaths,
     started: Instant,
-) -> Result<(Arc<Supervisor>, Child), String> {
+) -> Result<(Arc<Supervisor>, Vmm), String> {
     let config = &spec.config;
     let data = DataDir::at(&spec.data_dir);
     let accel = crate::host::choose_accel();
@@ -273,54 +276,47 @@ fn boot(
     );
     let backend = QemuBackend::new(
         find_qemu().map_err(|e| e.to_string())?,
-        accel,
+        accel.clone(),
         crate::host::tsc_khz(&data),
     )
     .with_volatile_disk(spec.ephemeral);
+    let confinement = jail::choose(
+        &paths.jail_root(),
+        backend.binary(),
+        accel.accel == crate::host::Accel::Kvm,
+    );
+    tracing::info!("VM {}: VMM confinement: {}", config.vm_id, confinement.describe());
 
-    for path in [
-        paths.api_socket(),
-        paths.channel_socket(),
-        paths.qmp_socket(),
-    ] {
-        let _ = std::fs::remove_file(path);
-    }
-    let channel = UnixListener::bind(paths.channel_socket())
-        .map_err(|e| format!("cannot listen on {}: {e}", paths.channel_socket().display()))?;
-    let api = UnixListener::bind(paths.api_socket())
+    let _ = std::fs::remove_file(paths.api_socket());
+    let api = crate::fsutil::bind_private(&paths.api_socket())
         .map_err(|e| format!("cannot listen on {}: {e}", paths.api_socket().display()))?;
 
-    let mut command = backend.command(config, paths);
-    command.stdin(Stdio::null()).stdout(Stdio::null());
-    let incoming = match &spec.restore_from {
-        Some(dir) => Some(restore::prepare(&mut command, dir)?),
-        None => None,
+    let (incoming, restoring) = match &spec.restore_from {
+        Some(dir) => {
+            let (fd, prepared) = restore::prepare(dir)?;
+            (Some(fd), Some(prepared))
+        }
+        None => (None, None),
     };
-    let parent = std::process::id() as i32;
-    // SAFETY: prctl and getppid are async-signal-safe. PDEATHSIG makes the kernel kill QEMU if
-    // this thread (the main thread, which lives as long as the supervisor) dies.
-    unsafe {
-        command.pre_exec(move || {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            if libc::getppid() != parent {
-                return Err(std::io::Error::other("supervisor died before QEMU started"));
-            }
-            Ok(())
-        });
-    }
-    let qemu = command
-        .spawn()
-        .map_err(|e| format!("cannot start QEMU: {e}"))?;
-    let qemu_pid = qemu.id();
-    let mut guard = KillOnDrop(Some(qemu));
+    let prepared = backend.prepare(
+        config,
+        paths,
+        LaunchOptions {
+            incoming,
+            confinement: confinement.clone(),
+        },
+    )?;
+    let spawned = crate::backend::spawn(prepared, &confinement)?;
+    let qemu_pid = spawned.child.id();
+    let mut guard = KillOnDrop(Some(spawned.child), spawned.parent);
     let _ = std::fs::write(paths.qemu_pid(), qemu_pid.to_string());
     tracing::info!("VM {}: QEMU pid {qemu_pid}", config.vm_id);
+    log_console(spawned.console, &paths.console_log())
+        .map_err(|e| format!("cannot start the console logger: {e}"))?;
 
-    let incoming = incoming.map(restore::Prepared::start).transpose()?;
-    let stream = accept_channel(&channel, guard.0.as_mut().expect("child"), paths)?;
+    let incoming = restoring.map(restore::Prepared::start).transpose()?;
+    let stream = spawned.channel;
     tracing::debug!("VM {}: guest channel connected", config.vm_id);
-    drop(channel);
-    let _ = std::fs::remove_file(paths.channel_socket());
     let reader = stream
         .try_clone()
         .map_err(|e| format!("cannot clone the channel socket: {e}"))?;
@@ -339,7 +335,7 @@ fn boot(
         persistent_env: (!spec.ephemeral).then(|| paths.saved_env()),
         paused: AtomicBool::new(false),
         snapshotting: Mutex::new(()),
-        qmp: Mutex::new(None),
+        qmp: Mutex::new(crate::backend::qmp::QmpLink::new(spawned.qmp)),
     });
     let pump = Arc::clone(&supervisor);
     std::thread::Builder::new()
@@ -384,7 +380,7 @@ fn boot(
         boot_ms: Some(started.elapsed().as_millis() as u64),
     });
     let qemu = guard.0.take().expect("child");
-    Ok((supervisor, qemu))
+    Ok((supervisor, Vmm(qemu, guard.1.take())))
 }
 
 /// Stops an ephemeral VM once its owner is gone: the owner holds the write end of our stdin,
@@ -420,53 +416,19 @@ fn save_env(supervisor: &Supervisor, path: &Path) {
     }
 }
 
-/// Waits for QEMU to connect the guest channel.
-fn accept_channel(
-    listener: &UnixListener,
-    qemu: &mut Child,
-    paths: &VmPaths,
-) -> Result<UnixStream, String> {
-    accept_from_qemu(
-        listener,
-        "the guest channel",
-        CHANNEL_CONNECT_TIMEOUT,
-        || match qemu.try_wait() {
-            Ok(Some(status)) => Some(format!(
-                "QEMU exited at start ({status}): {}",
-                log_tail(&paths.supervisor_log())
-            )),
-            _ => None,
-        },
-    )
-}
-
-/// Waits up to `timeout` for QEMU to connect to `listener` (for `what`), giving up early when
-/// `gone` says why QEMU will not.
-pub(crate) fn accept_from_qemu(
-    listener: &UnixListener,
-    what: &str,
-    timeout: Duration,
-    mut gone: impl FnMut() -> Option<String>,
-) -> Result<UnixStream, String> {
-    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
-    let deadline = Instant::now() + timeout;
-    loop {
-        match listener.accept() {
-            Ok((stream, _)) => {
-                stream.set_nonblocking(false).map_err(|e| e.to_string())?;
-                return Ok(stream);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(format!("accepting {what}: {e}")),
-        }
-        if let Some(why) = gone() {
-            return Err(why);
-        }
-        if Instant::now() > deadline {
-            return Err(format!("QEMU did not connect {what} within {timeout:?}"));
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
+/// Copies the guest's serial console into `path` on a thread of its own until QEMU closes it.
+fn log_console(console: UnixStream, path: &Path) -> std::io::Result<()> {
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    std::thread::Builder::new()
+        .name("console".into())
+        .spawn(move || {
+            let mut console = console;
+            let _ = std::io::copy(&mut console, &mut log);
+        })?;
+    Ok(())
 }
 
 /// Waits for the agent's answer to our `Hello`, watching QEMU meanwhile.

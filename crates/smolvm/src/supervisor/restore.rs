@@ -7,17 +7,14 @@
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Child;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::Supervisor;
 use crate::paths::SnapshotPaths;
 
-/// The descriptor number QEMU reads the stream from.
-const INCOMING_FD: i32 = 3;
 /// Pipe buffer between the feeder and QEMU.
 const PIPE_BYTES: libc::c_int = 1 << 20;
 /// How long loading a snapshot may take.
@@ -30,8 +27,6 @@ pub(crate) struct Incoming {
 
 /// What QEMU will read, set up before it is spawned.
 pub(crate) struct Prepared {
-    /// QEMU's end (a pipe, or the raw file itself); ours to close once QEMU runs.
-    qemu_end: OwnedFd,
     work: Work,
 }
 
@@ -46,26 +41,39 @@ enum Work {
     Verify { raw: PathBuf, check: RawCheck },
 }
 
-/// Arranges for `command` (QEMU) to load the snapshot in `dir`: its uncompressed memory file
-/// when it has one (templates do: loading skips decompression and a pipe), else its
-/// compressed one. Call before spawning `command`.
-pub(crate) fn prepare(command: &mut Command, dir: &Path) -> Result<Prepared, String> {
+/// Opens a snapshot file without following a symlink: a snapshot directory holds only
+/// regular files of its own.
+fn open_own(path: &Path) -> Result<File, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    match file.metadata() {
+        Ok(meta) if meta.is_file() => Ok(file),
+        _ => Err(format!("{} is not a regular file", path.display())),
+    }
+}
+
+/// Arranges for QEMU to load the snapshot in `dir`: its uncompressed memory file when it has
+/// one (templates do: loading skips decompression and a pipe), else its compressed one.
+/// Returns the descriptor QEMU reads the stream from (`-incoming fd:N`).
+pub(crate) fn prepare(dir: &Path) -> Result<(OwnedFd, Prepared), String> {
     let files = SnapshotPaths::new(dir);
-    let open =
-        |path: &Path| File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()));
     let raw_check = std::fs::read(files.memory_raw_check())
         .ok()
         .and_then(|b| serde_json::from_slice::<RawCheck>(&b).ok());
     let (qemu_end, work) = match raw_check {
         Some(check) if files.memory_raw().is_file() => (
-            OwnedFd::from(open(&files.memory_raw())?),
+            OwnedFd::from(open_own(&files.memory_raw())?),
             Work::Verify {
                 raw: files.memory_raw(),
                 check,
             },
         ),
         _ => {
-            let file = open(&files.memory())?;
+            let file = open_own(&files.memory())?;
             let (read, write) = pipe()?;
             // A large pipe: QEMU reads the stream in small pieces, and each refill of a
             // 64 KiB pipe costs a wake-up of the feeder.
@@ -79,30 +87,12 @@ pub(crate) fn prepare(command: &mut Command, dir: &Path) -> Result<Prepared, Str
             (read, work)
         }
     };
-    let raw = qemu_end.as_raw_fd();
-    command.args(["-incoming", &format!("fd:{INCOMING_FD}")]);
-    // SAFETY: dup2 and fcntl are async-signal-safe and take plain integers; `raw` stays open
-    // in the parent until the child has been spawned (the caller keeps `Prepared` until then).
-    unsafe {
-        command.pre_exec(move || {
-            if raw == INCOMING_FD {
-                // dup2 onto itself would keep close-on-exec set.
-                if libc::fcntl(raw, libc::F_SETFD, 0) == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            } else if libc::dup2(raw, INCOMING_FD) == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    Ok(Prepared { qemu_end, work })
+    Ok((qemu_end, Prepared { work }))
 }
 
 impl Prepared {
-    /// Once QEMU runs: closes our copy of its end and starts feeding (or verifying).
+    /// Once QEMU runs: starts feeding (or verifying).
     pub(crate) fn start(self) -> Result<Incoming, String> {
-        drop(self.qemu_end);
         let work = self.work;
         let feeder = std::thread::Builder::new()
             .name("snapshot-feeder".into())

@@ -7,7 +7,8 @@
 //! into place last: a snapshot is complete or absent, whatever fails or is killed on the way.
 
 use std::io::{Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -22,10 +23,8 @@ use crate::fsutil::{link_or_copy, sync_dir};
 use crate::image::RootFs;
 use crate::paths::SnapshotPaths;
 
-/// How long QEMU gets to connect its migration stream.
-const MIGRATION_CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
-/// How long QMP gets to connect.
-const QMP_CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+/// The name QEMU's monitor knows the migration stream's descriptor by.
+const MIGRATION_FD_NAME: &str = "migration";
 /// zstd level for memory files: level 1 compresses a booted guest's stream at several hundred
 /// MB/s, so saving is bounded by QEMU rather than by compression (see the README's numbers).
 const ZSTD_LEVEL: i32 = 1;
@@ -33,21 +32,13 @@ const ZSTD_LEVEL: i32 = 1;
 const MAX_BANDWIDTH: u64 = 1 << 40;
 
 impl Supervisor {
-    /// Runs `f` on the supervisor's QMP session, connecting it first if needed. A session that
-    /// failed is dropped, so the next call starts afresh.
+    /// Runs `f` on the supervisor's QMP session, negotiating it first if needed.
     pub(crate) fn with_qmp<T>(
         &self,
         f: impl FnOnce(&mut Qmp) -> Result<T, String>,
     ) -> Result<T, String> {
-        let mut slot = self.qmp.lock().unwrap_or_else(|e| e.into_inner());
-        if slot.is_none() {
-            *slot = Some(Qmp::connect(&self.paths.qmp_socket(), QMP_CONNECT_TIMEOUT)?);
-        }
-        let result = f(slot.as_mut().expect("connected above"));
-        if result.is_err() {
-            *slot = None;
-        }
-        result
+        let mut link = self.qmp.lock().unwrap_or_else(|e| e.into_inner());
+        f(link.session()?)
     }
 
     /// Records (on disk too, for listings) whether the user paused the guest.
@@ -222,11 +213,16 @@ fn write_snapshot(
     let io = |what: &str, path: &Path, e: std::io::Error| format!("{what} {}: {e}", path.display());
     std::fs::create_dir_all(partial).map_err(|e| io("creating", partial, e))?;
     let files = SnapshotPaths::new(partial);
-    let socket_path = supervisor.paths.migration_socket();
-    let _ = std::fs::remove_file(&socket_path);
-    let listener =
-        UnixListener::bind(&socket_path).map_err(|e| io("listening on", &socket_path, e))?;
+    // The stream comes over a socket pair whose other end QEMU gets through the monitor
+    // (`getfd`): a confined QEMU can reach no socket by name.
+    let (stream, qemu_end) =
+        UnixStream::pair().map_err(|e| format!("cannot create a socket pair: {e}"))?;
     supervisor.with_qmp(|qmp| {
+        qmp.execute_with_fd(
+            "getfd",
+            Some(json!({ "fdname": MIGRATION_FD_NAME })),
+            Some(qemu_end.as_fd()),
+        )?;
         qmp.execute(
             "migrate-set-parameters",
             Some(json!({ "max-bandwidth": MAX_BANDWIDTH })),
@@ -236,24 +232,12 @@ fn write_snapshot(
         }
         qmp.execute(
             "migrate",
-            Some(json!({ "uri": format!("unix:{}", socket_path.display()) })),
+            Some(json!({ "uri": format!("fd:{MIGRATION_FD_NAME}") })),
         )
         .map(drop)
     })?;
+    drop(qemu_end);
     let stopped_at = Instant::now();
-    let stream = super::accept_from_qemu(
-        &listener,
-        "its migration stream",
-        MIGRATION_CONNECT_TIMEOUT,
-        || {
-            supervisor
-                .qemu_exited
-                .load(Ordering::SeqCst)
-                .then(|| "QEMU exited".to_string())
-        },
-    )?;
-    drop(listener);
-    let _ = std::fs::remove_file(&socket_path);
     let (raw_bytes, memory_bytes) =
         compress_stream(stream, &files.memory()).map_err(|e| io("writing", &files.memory(), e))?;
     wait_for_migration(supervisor)?;

@@ -11,9 +11,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use smolvm_protocol::{
-    ErrorKind, ExecRequest, ExitStatus, Frame, FrameKind, Response, Shell, TtySize,
+    ErrorKind, ExecRequest, ExitStatus, Frame, FrameKind, Response, Shell, TtySize, INPUT_WINDOW,
+    MAX_PAYLOAD,
 };
 
+use crate::flow::OutputWindow;
 use crate::server::Shared;
 use crate::sys;
 
@@ -43,8 +45,14 @@ type ExecError = (ErrorKind, String);
 
 /// Runs `request` to completion, streaming output frames and then the final `Exited` response.
 /// `stdin` carries the host's stdin chunks when the request asked for stdin or a terminal.
-pub fn run(shared: &Shared, id: u64, request: ExecRequest, stdin: Option<Receiver<Vec<u8>>>) {
-    let response = match spawn_and_stream(shared, id, &request, stdin) {
+pub fn run(
+    shared: &Arc<Shared>,
+    id: u64,
+    request: ExecRequest,
+    stdin: Option<Receiver<Vec<u8>>>,
+    window: Arc<OutputWindow>,
+) {
+    let response = match spawn_and_stream(shared, id, &request, stdin, &window) {
         Ok(status) => Response::Exited(status),
         Err((kind, message)) => Response::error(kind, message),
     };
@@ -146,10 +154,11 @@ fn build_command(request: &ExecRequest) -> Result<(Command, Option<OwnedFd>), Ex
 }
 
 fn spawn_and_stream(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     id: u64,
     request: &ExecRequest,
     stdin: Option<Receiver<Vec<u8>>>,
+    window: &OutputWindow,
 ) -> Result<ExitStatus, ExecError> {
     let (mut command, master) = build_command(request)?;
     let started = Instant::now();
@@ -216,7 +225,7 @@ fn spawn_and_stream(
         let _ = sys::kill_group(pid, signal);
     }
     if let (Some(target), Some(chunks)) = (stdin_target, stdin) {
-        start_stdin_writer(target, chunks, tty_eof);
+        start_stdin_writer(target, chunks, tty_eof, Arc::clone(shared), id);
     }
     let deadline = request
         .timeout_ms
@@ -224,11 +233,17 @@ fn spawn_and_stream(
     let mut pump = Pump::new(outputs, exit_fd)?;
     let mut timed_out = false;
     let mut status = None;
-    let mut drain_until = None;
+    let mut drain_until: Option<Instant> = None;
     loop {
         let now = Instant::now();
+        let blocked = !window.open_or_closed();
         let wake_at = if status.is_some() {
-            drain_until
+            // The drain grace only counts while output can flow.
+            if blocked {
+                None
+            } else {
+                drain_until
+            }
         } else if timed_out {
             None
         } else {
@@ -241,8 +256,14 @@ fn spawn_and_stream(
             t.saturating_duration_since(now).as_millis() as i32
         });
         let events = pump
-            .poll(timeout_ms)
+            .poll(timeout_ms, window.event_fd(), !blocked)
             .map_err(|e| (ErrorKind::Io, format!("poll: {e}")))?;
+        if events.credit {
+            window.clear_event();
+            if let (Some(until), true) = (drain_until.as_mut(), blocked) {
+                *until += now.elapsed();
+            }
+        }
         if events.timed_out {
             if status.is_some() {
                 break;
@@ -251,7 +272,7 @@ fn spawn_and_stream(
             let _ = sys::kill_group(pid, libc::SIGKILL);
             continue;
         }
-        pump.forward_output(shared, id);
+        pump.forward_output(shared, id, window);
         if events.exited && status.is_none() {
             status = shared.reaper.take_status(pid);
             if status.is_some() {
@@ -278,6 +299,8 @@ fn spawn_and_stream(
 struct PollEvents {
     timed_out: bool,
     exited: bool,
+    /// Output credit arrived.
+    credit: bool,
 }
 
 /// Non-blocking reader over the command's outputs and its exit notification.
@@ -304,15 +327,24 @@ impl Pump {
         self.outputs.iter().any(|(f, _)| f.is_some())
     }
 
-    fn poll(&mut self, timeout_ms: i32) -> io::Result<PollEvents> {
-        let mut fds = Vec::with_capacity(3);
-        for file in self.outputs.iter().filter_map(|(f, _)| f.as_ref()) {
-            fds.push(libc::pollfd {
-                fd: file.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            });
+    /// Waits for output (only when `can_send`: otherwise the command's pipe fills and it
+    /// waits, which is the point), its exit, or credit on `credit_fd`.
+    fn poll(&mut self, timeout_ms: i32, credit_fd: i32, can_send: bool) -> io::Result<PollEvents> {
+        let mut fds = Vec::with_capacity(4);
+        if can_send {
+            for file in self.outputs.iter().filter_map(|(f, _)| f.as_ref()) {
+                fds.push(libc::pollfd {
+                    fd: file.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
+            }
         }
+        fds.push(libc::pollfd {
+            fd: credit_fd,
+            events: libc::POLLIN,
+            revents: 0,
+        });
         if let Some(exit) = &self.exit_fd {
             fds.push(libc::pollfd {
                 fd: exit.as_raw_fd(),
@@ -341,27 +373,47 @@ impl Pump {
         if exited {
             self.exit_fd = None;
         }
+        let credit = fds.iter().any(|p| p.fd == credit_fd && p.revents != 0);
         Ok(PollEvents {
             timed_out: ret == 0,
             exited,
+            credit,
         })
     }
 
     /// Reads whatever is available on each open output and sends it; closes outputs at EOF
     /// (or EIO, which is how a terminal's master reports that the last slave closed).
-    fn forward_output(&mut self, shared: &Shared, id: u64) {
+    /// Sends at most what `window` allows.
+    fn forward_output(&mut self, shared: &Shared, id: u64, window: &OutputWindow) {
         for (slot, kind) in self.outputs.iter_mut() {
             let Some(file) = slot else { continue };
             loop {
-                match file.read(&mut self.buf) {
+                let allowed = window.try_take(CHUNK);
+                if allowed == 0 {
+                    return;
+                }
+                match file.read(&mut self.buf[..allowed]) {
                     Ok(0) => {
+                        window.grant(allowed as u32);
                         *slot = None;
                         break;
                     }
-                    Ok(n) => shared.send(&Frame::data(id, *kind, self.buf[..n].to_vec())),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Ok(n) => {
+                        // Give back what the read did not use.
+                        if n < allowed {
+                            window.grant((allowed - n) as u32);
+                        }
+                        shared.send(&Frame::data(id, *kind, self.buf[..n].to_vec()))
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        window.grant(allowed as u32);
+                        break;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                        window.grant(allowed as u32);
+                    }
                     Err(_) => {
+                        window.grant(allowed as u32);
                         *slot = None;
                         break;
                     }
@@ -402,7 +454,13 @@ fn write_all_waiting(file: &File, mut data: &[u8]) -> io::Result<()> {
 /// Feeds stdin chunks to the command on a thread of its own, so that a command that does not
 /// read its stdin can never stall the frame loop. An empty chunk (or the host going away)
 /// closes stdin; on a terminal it types Ctrl-D instead.
-fn start_stdin_writer(target: File, chunks: Receiver<Vec<u8>>, tty: bool) {
+fn start_stdin_writer(
+    target: File,
+    chunks: Receiver<Vec<u8>>,
+    tty: bool,
+    shared: Arc<Shared>,
+    id: u64,
+) {
     std::thread::spawn(move || {
         while let Ok(chunk) = chunks.recv() {
             if chunk.is_empty() {
@@ -415,18 +473,27 @@ fn start_stdin_writer(target: File, chunks: Receiver<Vec<u8>>, tty: bool) {
             if write_all_waiting(&target, &chunk).is_err() {
                 break;
             }
+            // Consumed: the host may send as much again.
+            shared.credit_input(id, chunk.len());
         }
     });
 }
 
-/// Routes a `Stdin` frame to the request it belongs to. The send happens outside the lock:
-/// with a full backlog it blocks the frame loop (bounded memory), but never the other workers.
+/// Routes a `Stdin` frame to the request it belongs to. Never blocks: the queue is bounded in
+/// bytes by the host's input window, which the consumer credits back as it writes.
 pub fn feed_stdin(shared: &Shared, id: u64, data: Vec<u8>) {
     let sender = {
         let mut execs = shared.execs.lock().unwrap_or_else(|e| e.into_inner());
         let Some(control) = execs.get_mut(&id) else {
             return;
         };
+        control.stdin_queued += data.len() as u64;
+        if control.stdin_queued > u64::from(INPUT_WINDOW) + MAX_PAYLOAD as u64 {
+            // The host ignored its input window: refuse the rest rather than buffer it.
+            eprintln!("smolvm-agent: request {id} sent input beyond its window; dropping it");
+            control.stdin = None;
+            return;
+        }
         if data.is_empty() {
             control.stdin.take()
         } else {

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use smolvm_protocol::{ErrorKind, FileKind, Frame, FrameKind, Request, Response, TreeEntry};
 
+use crate::flow::OutputWindow;
 use crate::server::Shared;
 
 /// Size of the chunks a file is read in (one frame each).
@@ -51,7 +52,9 @@ pub fn write_file(
     content: Receiver<Vec<u8>>,
 ) {
     let response = match absolute(path) {
-        Ok(path) => match receive_into(&path, id, mode, parents, &content) {
+        Ok(path) => match receive_into(&path, id, mode, parents, &content, |n| {
+            shared.credit_input(id, n)
+        }) {
             Ok(()) => Response::Ok,
             Err(response) => response,
         },
@@ -67,6 +70,7 @@ fn receive_into(
     mode: u32,
     parents: bool,
     content: &Receiver<Vec<u8>>,
+    consumed: impl Fn(usize),
 ) -> Result<(), Response> {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
         return Err(Response::error(
@@ -101,7 +105,10 @@ fn receive_into(
         loop {
             match content.recv() {
                 Ok(chunk) if chunk.is_empty() => break,
-                Ok(chunk) => file.write_all(&chunk)?,
+                Ok(chunk) => {
+                    file.write_all(&chunk)?;
+                    consumed(chunk.len());
+                }
                 // The host went away or cancelled the transfer.
                 Err(_) => return Ok(false),
             }
@@ -129,9 +136,11 @@ fn receive_into(
 }
 
 /// Answers the other file requests.
-pub fn handle(shared: &Arc<Shared>, id: u64, request: Request) {
+pub fn handle(shared: &Arc<Shared>, id: u64, request: Request, window: &OutputWindow) {
     let response = match request {
-        Request::ReadFile { path } => absolute(&path).and_then(|p| read_file(shared, id, &p)),
+        Request::ReadFile { path } => {
+            absolute(&path).and_then(|p| read_file(shared, id, &p, window))
+        }
         Request::Stat { path } => absolute(&path).map(|p| stat(&p)),
         Request::MakeDir { path, mode } => absolute(&path).and_then(|p| make_dir(&p, mode)),
         Request::Symlink { path, target } => absolute(&path).and_then(|p| {
@@ -145,6 +154,7 @@ pub fn handle(shared: &Arc<Shared>, id: u64, request: Request) {
             format!("not a file request: {}", other.log_summary()),
         )),
     };
+    shared.close_stream(id);
     shared.respond(id, &response.unwrap_or_else(|e| e));
 }
 
@@ -176,7 +186,12 @@ fn stat(path: &Path) -> Response {
     }
 }
 
-fn read_file(shared: &Shared, id: u64, path: &Path) -> Result<Response, Response> {
+fn read_file(
+    shared: &Shared,
+    id: u64,
+    path: &Path,
+    window: &OutputWindow,
+) -> Result<Response, Response> {
     let mut file = File::open(path).map_err(|e| io_error(path, &e))?;
     let meta = file.metadata().map_err(|e| io_error(path, &e))?;
     if !meta.is_file() {
@@ -188,7 +203,15 @@ fn read_file(shared: &Shared, id: u64, path: &Path) -> Result<Response, Response
     let mut buf = vec![0u8; CHUNK];
     let mut size = 0u64;
     loop {
-        let n = match file.read(&mut buf) {
+        // As much as the host has room for (waiting for it if need be).
+        let allowed = window.take(CHUNK);
+        if allowed == 0 {
+            return Err(Response::error(
+                ErrorKind::Io,
+                format!("reading {} was cancelled", path.display()),
+            ));
+        }
+        let n = match file.read(&mut buf[..allowed]) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

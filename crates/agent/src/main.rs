@@ -8,6 +8,7 @@
 mod env;
 mod exec;
 mod files;
+mod flow;
 mod identity;
 mod init;
 mod port;

@@ -4,13 +4,14 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufReader, Write};
 use std::os::fd::OwnedFd;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 
 use smolvm_protocol::{
     read_frame, AgentInfo, ErrorKind, Frame, FrameKind, Request, Response, PROTOCOL_VERSION,
 };
 
+use crate::flow::OutputWindow;
 use crate::port::PortReader;
 use crate::reaper::Reaper;
 use crate::{env, exec, files, identity, sys};
@@ -21,8 +22,14 @@ use crate::{env, exec, files, identity, sys};
 pub struct ExecControl {
     /// Process group of the command (its shell's pid); 0 before it started, and for files.
     pub pgid: libc::pid_t,
-    /// Feeds the command's stdin (or the file's content); `None` once closed.
-    pub stdin: Option<SyncSender<Vec<u8>>>,
+    /// Feeds the command's stdin (or the file's content); `None` once closed. Unbounded as a
+    /// queue, bounded in bytes by the host's input window (`INPUT_WINDOW`): the frame loop
+    /// never blocks on a request that does not consume its input.
+    pub stdin: Option<Sender<Vec<u8>>>,
+    /// Bytes of input queued and not yet credited back to the host.
+    pub stdin_queued: u64,
+    /// The request's output credit.
+    pub output: Option<Arc<OutputWindow>>,
     /// The command's terminal, when it runs on one.
     pub pty: Option<Arc<OwnedFd>>,
     /// A terminal size that arrived before the terminal existed.
@@ -33,32 +40,63 @@ pub struct ExecControl {
     pub pending_signal: Option<i32>,
 }
 
-/// How many stdin chunks may wait for their consumer. Bounded, so that a host writing faster
-/// than a command or the disk consumes cannot make the agent's memory grow without limit.
-const STDIN_BACKLOG: usize = 64;
-
 impl Shared {
-    /// Registers request `id` as taking stdin frames, before the frame loop reads the next
-    /// frame (which may already be its first chunk). Returns the consumer end.
-    pub fn open_stream(&self, id: u64) -> Receiver<Vec<u8>> {
-        let (tx, rx) = sync_channel(STDIN_BACKLOG);
+    /// Registers request `id` before the frame loop reads the next frame (which may already be
+    /// its first stdin chunk, a signal or a credit). Returns the consumer end of its input and
+    /// its output window.
+    pub fn open_stream(&self, id: u64) -> Result<(Receiver<Vec<u8>>, Arc<OutputWindow>), Response> {
+        let (tx, rx) = channel();
+        let window = Arc::new(OutputWindow::new().map_err(|e| {
+            Response::error(ErrorKind::Io, format!("cannot create an eventfd: {e}"))
+        })?);
         let control = ExecControl {
             stdin: Some(tx),
+            output: Some(Arc::clone(&window)),
             ..ExecControl::default()
         };
         self.execs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, control);
-        rx
+        Ok((rx, window))
     }
 
-    /// Forgets request `id`.
+    /// Forgets request `id`, waking anything waiting for its output credit.
     pub fn close_stream(&self, id: u64) {
-        self.execs
+        let control = self
+            .execs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&id);
+        if let Some(window) = control.and_then(|c| c.output) {
+            window.close();
+        }
+    }
+
+    /// The host consumed `bytes` of request `id`'s output.
+    pub fn grant_output(&self, id: u64, bytes: u32) {
+        let window = self
+            .execs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .and_then(|c| c.output.clone());
+        if let Some(window) = window {
+            window.grant(bytes);
+        }
+    }
+
+    /// Request `id` consumed `bytes` of its input: the host may send that much more.
+    pub fn credit_input(&self, id: u64, bytes: usize) {
+        if let Some(control) = self
+            .execs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&id)
+        {
+            control.stdin_queued = control.stdin_queued.saturating_sub(bytes as u64);
+        }
+        self.send(&Frame::credit(id, bytes as u32));
     }
 }
 
@@ -139,6 +177,11 @@ pub fn serve(port: File, reaper: Reaper) {
                     exec::signal(&shared, frame.id, signal);
                 }
             }
+            FrameKind::Credit => {
+                if let Ok(bytes) = frame.to_credit() {
+                    shared.grant_output(frame.id, bytes);
+                }
+            }
             FrameKind::Resize => {
                 if let Ok((rows, cols)) = frame.to_resize() {
                     exec::resize(&shared, frame.id, rows, cols);
@@ -186,7 +229,10 @@ fn dispatch(shared: &Arc<Shared>, id: u64, request: Request) {
         Request::Exec(exec) => {
             // Registered now, not when the command has started, so that signals and stdin
             // that follow the request at once find it.
-            let stdin = shared.open_stream(id);
+            let (stdin, window) = match shared.open_stream(id) {
+                Ok(stream) => stream,
+                Err(response) => return shared.respond(id, &response),
+            };
             let wants_stdin = exec.stdin || exec.tty.is_some();
             if let Some(control) = shared
                 .execs
@@ -203,7 +249,7 @@ fn dispatch(shared: &Arc<Shared>, id: u64, request: Request) {
             let worker = Arc::clone(shared);
             let spawned = std::thread::Builder::new()
                 .name(format!("exec-{id}"))
-                .spawn(move || exec::run(&worker, id, exec, stdin));
+                .spawn(move || exec::run(&worker, id, exec, stdin, window));
             if let Err(e) = spawned {
                 let message = format!("cannot start a worker thread: {e}");
                 shared.respond(id, &Response::error(ErrorKind::Spawn, message));
@@ -219,7 +265,10 @@ fn dispatch(shared: &Arc<Shared>, id: u64, request: Request) {
             mode,
             parents,
         } => {
-            let content = shared.open_stream(id);
+            let content = match shared.open_stream(id) {
+                Ok((content, _)) => content,
+                Err(response) => return shared.respond(id, &response),
+            };
             let worker = Arc::clone(shared);
             spawn_worker(shared, id, move || {
                 files::write_file(&worker, id, &path, mode, parents, content)
@@ -230,8 +279,13 @@ fn dispatch(shared: &Arc<Shared>, id: u64, request: Request) {
         | Request::MakeDir { .. }
         | Request::Symlink { .. }
         | Request::ListTree { .. }) => {
+            // Registered so that its output waits for credit and a signal cancels it.
+            let window = match shared.open_stream(id) {
+                Ok((_, window)) => window,
+                Err(response) => return shared.respond(id, &response),
+            };
             let worker = Arc::clone(shared);
-            spawn_worker(shared, id, move || files::handle(&worker, id, request));
+            spawn_worker(shared, id, move || files::handle(&worker, id, request, &window));
         }
         Request::Shutdown => unreachable!("handled by the frame loop"),
         Request::Status

@@ -36,6 +36,10 @@ pub enum FrameKind {
     /// New terminal size of a command running on a PTY: rows then columns (u16 each, little
     /// endian).
     Resize = 8,
+    /// Flow control: the sender may now receive this many more bytes (u32, little endian) of
+    /// the request's data — output (`Stdout`/`Stderr`) when sent by the host, input (`Stdin`)
+    /// when sent by the agent. See [`crate::OUTPUT_WINDOW`].
+    Credit = 9,
 }
 
 impl FrameKind {
@@ -49,6 +53,7 @@ impl FrameKind {
             6 => Self::Signal,
             7 => Self::Echo,
             8 => Self::Resize,
+            9 => Self::Credit,
             other => return Err(ProtocolError::UnknownKind(other)),
         })
     }
@@ -92,6 +97,23 @@ impl Frame {
     /// A frame asking for `signal` to be delivered to request `id`'s command.
     pub fn signal(id: u64, signal: i32) -> Self {
         Self::data(id, FrameKind::Signal, signal.to_le_bytes().to_vec())
+    }
+
+    /// A frame granting `bytes` more of request `id`'s data to its sender.
+    pub fn credit(id: u64, bytes: u32) -> Self {
+        Self::data(id, FrameKind::Credit, bytes.to_le_bytes().to_vec())
+    }
+
+    /// Decodes the byte count of a [`FrameKind::Credit`] frame.
+    pub fn to_credit(&self) -> Result<u32, ProtocolError> {
+        self.expect(FrameKind::Credit, "credit")?;
+        let bytes: [u8; 4] = self.payload.as_slice().try_into().map_err(|_| {
+            ProtocolError::Io(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "credit frame must be 4 bytes",
+            ))
+        })?;
+        Ok(u32::from_le_bytes(bytes))
     }
 
     /// A frame resizing request `id`'s terminal.
@@ -225,6 +247,7 @@ mod tests {
             Frame::data(3, FrameKind::Stdin, Vec::new()),
             Frame::signal(4, 9),
             Frame::resize(5, 24, 80),
+            Frame::credit(6, 1 << 20),
         ];
         let mut wire = Vec::new();
         for f in &frames {
@@ -237,6 +260,8 @@ mod tests {
         assert!(read_frame(&mut cursor).unwrap().is_none());
         assert_eq!(frames[3].to_signal().unwrap(), 9);
         assert_eq!(frames[4].to_resize().unwrap(), (24, 80));
+        assert_eq!(frames[5].to_credit().unwrap(), 1 << 20);
+        assert!(frames[0].to_credit().is_err());
     }
 
     #[test]

@@ -27,7 +27,20 @@ pub use message::{
 
 /// Version of this protocol. Peers exchange it in the `Hello` handshake and refuse to talk to a
 /// peer with a different major version.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// 2: per-request flow control ([`FrameKind::Credit`]).
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// Flow control, per request and per direction, so that no command and no client can stall
+/// another on the shared channel: the agent sends at most this many bytes of a request's
+/// output (`Stdout`/`Stderr` frames) beyond what the host has granted back with
+/// [`FrameKind::Credit`] frames as it consumes them. The supervisor enforces it: a guest that
+/// sends more has that request failed.
+pub const OUTPUT_WINDOW: u32 = 4 << 20;
+/// The host sends at most this many bytes of a request's input (`Stdin` frames: a command's
+/// stdin, a file's content) beyond what the agent has credited back as it consumed them.
+pub const INPUT_WINDOW: u32 = 8 << 20;
+/// The host grants output credit in batches of at least this many bytes.
+pub const CREDIT_BATCH: u32 = 256 << 10;
 
 /// Name of the virtio-serial port the agent serves on (`virtserialport,name=...`).
 pub const AGENT_PORT_NAME: &str = "org.smolvm.agent.0";

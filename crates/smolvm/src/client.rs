@@ -6,19 +6,80 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use smolvm_protocol::{
-    read_frame, AgentInfo, Frame, FrameKind, Request, Response, PROTOCOL_VERSION,
+    read_frame, AgentInfo, Frame, FrameKind, Request, Response, CREDIT_BATCH, INPUT_WINDOW,
+    PROTOCOL_VERSION,
 };
 
 use crate::error::{Error, Result};
 
 #[derive(Default)]
 struct Pending {
-    waiters: HashMap<u64, mpsc::Sender<Frame>>,
+    waiters: HashMap<u64, Waiter>,
     closed: Option<String>,
+}
+
+/// Where a request's frames go, and how much input it may still be sent.
+struct Waiter {
+    frames: mpsc::Sender<Frame>,
+    input: Arc<InputWindow>,
+}
+
+/// Bytes of a request's input the agent has room for (see `smolvm_protocol::INPUT_WINDOW`).
+struct InputWindow {
+    /// `None` once the request ended: nothing more will be read.
+    available: Mutex<Option<i64>>,
+    changed: Condvar,
+}
+
+impl InputWindow {
+    fn new() -> Self {
+        Self {
+            available: Mutex::new(Some(i64::from(INPUT_WINDOW))),
+            changed: Condvar::new(),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, Option<i64>> {
+        self.available.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn grant(&self, bytes: u32) {
+        if let Some(available) = self.state().as_mut() {
+            *available += i64::from(bytes);
+        }
+        self.changed.notify_all();
+    }
+
+    fn close(&self) {
+        *self.state() = None;
+        self.changed.notify_all();
+    }
+
+    /// Waits until `bytes` may be sent and takes them; `false` when the request ended.
+    fn take(&self, bytes: usize) -> bool {
+        // A chunk larger than the whole window goes once the window is full.
+        let need = (bytes as i64).min(i64::from(INPUT_WINDOW));
+        let mut state = self.state();
+        loop {
+            match state.as_mut() {
+                None => return false,
+                Some(available) if *available >= need => {
+                    *available -= bytes as i64;
+                    return true;
+                }
+                Some(_) => {
+                    state = self
+                        .changed
+                        .wait(state)
+                        .unwrap_or_else(|e| e.into_inner())
+                }
+            }
+        }
+    }
 }
 
 /// A multiplexed connection to one supervisor.
@@ -36,6 +97,8 @@ pub struct Call {
     /// The request's id on this connection.
     pub id: u64,
     frames: Receiver<Frame>,
+    /// Output consumed and not yet granted back to the agent.
+    ungranted: AtomicU64,
 }
 
 impl Call {
@@ -51,9 +114,31 @@ impl Call {
                 .map_err(|_| RecvTimeoutError::Disconnected),
         };
         match received {
-            Ok(frame) => Ok(Some(frame)),
+            Ok(frame) => {
+                self.consumed(&frame);
+                Ok(Some(frame))
+            }
             Err(RecvTimeoutError::Timeout) => Ok(None),
             Err(RecvTimeoutError::Disconnected) => Err(self.conn.disconnected()),
+        }
+    }
+
+    /// Output taken by the caller frees room in the request's window: grant it back to the
+    /// agent in batches.
+    fn consumed(&self, frame: &Frame) {
+        if !matches!(frame.kind, FrameKind::Stdout | FrameKind::Stderr) {
+            return;
+        }
+        let total = self
+            .ungranted
+            .fetch_add(frame.payload.len() as u64, Ordering::Relaxed)
+            + frame.payload.len() as u64;
+        if total >= u64::from(CREDIT_BATCH) {
+            let granted = self.ungranted.swap(0, Ordering::Relaxed);
+            // A failure means the connection is gone, which the next read reports.
+            let _ = self
+                .conn
+                .write(&Frame::credit(self.id, granted.min(u64::from(u32::MAX)) as u32));
         }
     }
 
@@ -65,26 +150,37 @@ impl Call {
     /// The next frame if one has already arrived.
     pub fn try_next(&self) -> Result<Option<Frame>> {
         match self.frames.try_recv() {
-            Ok(frame) => Ok(Some(frame)),
+            Ok(frame) => {
+                self.consumed(&frame);
+                Ok(Some(frame))
+            }
             Err(std::sync::mpsc::TryRecvError::Empty) => Ok(None),
             Err(std::sync::mpsc::TryRecvError::Disconnected) => Err(self.conn.disconnected()),
         }
     }
 
-    /// Sends a frame (stdin, signal) belonging to this request.
+    /// Sends a frame (stdin, signal) belonging to this request; stdin waits for room in the
+    /// request's input window.
     pub fn send(&self, kind: FrameKind, payload: Vec<u8>) -> Result<()> {
-        self.conn.write(&Frame::data(self.id, kind, payload))
+        self.conn.send_frame(&Frame::data(self.id, kind, payload))
     }
 }
 
 impl Drop for Call {
     fn drop(&mut self) {
-        self.conn
+        let waiter = self
+            .conn
             .pending
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .waiters
             .remove(&self.id);
+        if let Some(waiter) = waiter {
+            // Still running and nobody will read its output any more: let it run to its end
+            // (its output is dropped here) rather than wait for credit forever.
+            waiter.input.close();
+            let _ = self.conn.write(&Frame::credit(self.id, u32::MAX));
+        }
     }
 }
 
@@ -151,8 +247,22 @@ impl Connection {
         }
     }
 
-    /// Sends a frame for a request already started (stdin, signal, resize).
+    /// Sends a frame for a request already started (stdin, signal, resize). Stdin waits until
+    /// the agent has room for it (flow control); stdin for a request that has ended is dropped.
     pub fn send_frame(&self, frame: &Frame) -> Result<()> {
+        if frame.kind == FrameKind::Stdin && !frame.payload.is_empty() {
+            let window = self
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .waiters
+                .get(&frame.id)
+                .map(|w| Arc::clone(&w.input));
+            match window {
+                Some(window) if window.take(frame.payload.len()) => {}
+                _ => return Ok(()),
+            }
+        }
         self.write(frame)
     }
 
@@ -175,12 +285,19 @@ impl Connection {
                 drop(pending);
                 return Err(self.disconnected());
             }
-            pending.waiters.insert(id, tx);
+            pending.waiters.insert(
+                id,
+                Waiter {
+                    frames: tx,
+                    input: Arc::new(InputWindow::new()),
+                },
+            );
         }
         let call = Call {
             conn: Arc::clone(self),
             id,
             frames: rx,
+            ungranted: AtomicU64::new(0),
         };
         self.write(&Frame::data(id, kind, payload))?;
         Ok(call)
@@ -257,11 +374,22 @@ fn pump(stream: UnixStream, pending: &Mutex<Pending>) {
         match read_frame(&mut reader) {
             Ok(Some(frame)) => {
                 let mut pending = pending.lock().unwrap_or_else(|e| e.into_inner());
+                if frame.kind == FrameKind::Credit {
+                    if let (Some(waiter), Ok(bytes)) =
+                        (pending.waiters.get(&frame.id), frame.to_credit())
+                    {
+                        waiter.input.grant(bytes);
+                    }
+                    continue;
+                }
                 let last = matches!(frame.kind, FrameKind::Response | FrameKind::Echo);
                 let waiter = if last {
-                    pending.waiters.remove(&frame.id)
+                    pending.waiters.remove(&frame.id).map(|w| {
+                        w.input.close();
+                        w.frames
+                    })
                 } else {
-                    pending.waiters.get(&frame.id).cloned()
+                    pending.waiters.get(&frame.id).map(|w| w.frames.clone())
                 };
                 drop(pending);
                 if let Some(waiter) = waiter {
@@ -276,5 +404,7 @@ fn pump(stream: UnixStream, pending: &Mutex<Pending>) {
     };
     let mut pending = pending.lock().unwrap_or_else(|e| e.into_inner());
     pending.closed = Some(reason);
-    pending.waiters.clear();
+    for (_, waiter) in pending.waiters.drain() {
+        waiter.input.close();
+    }
 }

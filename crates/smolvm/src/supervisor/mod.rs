@@ -112,17 +112,8 @@ impl Supervisor {
             return;
         }
         tracing::info!("stopping VM {} (grace {grace:?})", self.vm_id);
-        if self.paused.load(Ordering::SeqCst) {
-            // A paused guest cannot shut down cleanly (or answer for its variables).
-            if let Err(e) = self.continue_guest() {
-                tracing::warn!("cannot resume VM {} to stop it: {e}", self.vm_id);
-            }
-            let _ = std::fs::remove_file(self.paths.paused_marker());
-        }
-        if let Some(path) = &self.persistent_env {
-            save_env(self, path);
-        }
-        let _ = self.router.request_internal(&Request::Shutdown);
+        // The deadline is armed first: nothing below (a guest that no longer reads its
+        // channel, a monitor that does not answer) can keep the VM alive past it.
         let this = Arc::clone(self);
         std::thread::spawn(move || {
             std::thread::sleep(grace);
@@ -136,6 +127,17 @@ impl Supervisor {
                 unsafe { libc::kill(this.qemu_pid as i32, libc::SIGKILL) };
             }
         });
+        if self.paused.load(Ordering::SeqCst) {
+            // A paused guest cannot shut down cleanly (or answer for its variables).
+            if let Err(e) = self.continue_guest() {
+                tracing::warn!("cannot resume VM {} to stop it: {e}", self.vm_id);
+            }
+            let _ = std::fs::remove_file(self.paths.paused_marker());
+        }
+        if let Some(path) = &self.persistent_env {
+            save_env(self, path);
+        }
+        let _ = self.router.request_internal(&Request::Shutdown);
     }
 }
 

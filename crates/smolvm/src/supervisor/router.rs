@@ -4,37 +4,131 @@
 //! channel-wide id, remembers whose it is, and sends the guest's frames back to that client
 //! under the client's own id. Frames that end a request (`Response`, `Echo`) retire its route.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
-use smolvm_protocol::{read_frame, ErrorKind, Frame, FrameKind, Request, Response};
+use smolvm_protocol::{
+    read_frame, ErrorKind, Frame, FrameKind, Request, Response, OUTPUT_WINDOW,
+};
 
-/// One connected client.
+/// How far behind a client may fall before it is disconnected. Per-request windows bound a
+/// well-behaved VM's output to `OUTPUT_WINDOW` per request in flight, so only a client with
+/// dozens of unread streams at once ever comes near it.
+const CLIENT_QUEUE_LIMIT: usize = 256 << 20;
+/// How long a write to the guest may block before the channel is declared broken (a guest
+/// that stops reading must not hang the supervisor, its clients or a stop).
+const AGENT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One connected client. Frames for it are queued and written by a thread of its own, so
+/// that a client that stops reading never stalls the guest channel or the other clients.
 pub struct Client {
     /// Supervisor-wide number of this connection.
     pub id: u64,
-    writer: Mutex<UnixStream>,
+    queue: Arc<ClientQueue>,
+}
+
+#[derive(Default)]
+struct QueueState {
+    frames: VecDeque<Vec<u8>>,
+    bytes: usize,
+    /// The client left (or fell too far behind): nothing more is queued.
+    closed: bool,
+}
+
+struct ClientQueue {
+    state: Mutex<QueueState>,
+    ready: Condvar,
+    stream: UnixStream,
+}
+
+impl ClientQueue {
+    fn state(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stops queueing and ends the connection (its reader then sees the end too).
+    fn close(&self) {
+        let mut state = self.state();
+        state.closed = true;
+        state.frames.clear();
+        state.bytes = 0;
+        drop(state);
+        self.ready.notify_all();
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+
+    /// Writes queued frames until the queue is closed and empty.
+    fn write_loop(&self) {
+        let mut writer = match self.stream.try_clone() {
+            Ok(writer) => writer,
+            Err(_) => return self.close(),
+        };
+        loop {
+            let frame = {
+                let mut state = self.state();
+                loop {
+                    if let Some(frame) = state.frames.pop_front() {
+                        state.bytes -= frame.len();
+                        break frame;
+                    }
+                    if state.closed {
+                        return;
+                    }
+                    state = self.ready.wait(state).unwrap_or_else(|e| e.into_inner());
+                }
+            };
+            if writer.write_all(&frame).is_err() {
+                return self.close();
+            }
+        }
+    }
 }
 
 impl Client {
-    /// A client writing to `stream`.
+    /// A client writing to `stream`, with its writer thread started.
     pub fn new(id: u64, stream: UnixStream) -> Self {
-        Self {
-            id,
-            writer: Mutex::new(stream),
+        let queue = Arc::new(ClientQueue {
+            state: Mutex::default(),
+            ready: Condvar::new(),
+            stream,
+        });
+        let writer = Arc::clone(&queue);
+        let started = std::thread::Builder::new()
+            .name(format!("client-{id}-out"))
+            .spawn(move || writer.write_loop());
+        if started.is_err() {
+            queue.close();
         }
+        Self { id, queue }
     }
 
-    /// Sends a frame; errors mean the client left, which its reader thread handles.
+    /// Queues a frame; never blocks. A client too far behind is disconnected (its reader
+    /// thread then cleans up after it).
     pub fn send(&self, frame: &Frame) {
-        if let Ok(bytes) = frame.encode() {
-            let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-            let _ = writer.write_all(&bytes);
+        let Ok(bytes) = frame.encode() else { return };
+        let mut state = self.queue.state();
+        if state.closed {
+            return;
         }
+        if state.bytes + bytes.len() > CLIENT_QUEUE_LIMIT {
+            drop(state);
+            tracing::warn!(
+                "client {} is more than {} MiB behind; disconnecting it",
+                self.id,
+                CLIENT_QUEUE_LIMIT >> 20
+            );
+            self.queue.close();
+            return;
+        }
+        state.bytes += bytes.len();
+        state.frames.push_back(bytes);
+        drop(state);
+        self.queue.ready.notify_one();
     }
 
     /// Sends the final response to the client's request `id`.
@@ -45,9 +139,38 @@ impl Client {
     }
 }
 
+impl Drop for Client {
+    fn drop(&mut self) {
+        // Let the writer flush what is queued, then end.
+        self.queue.state().closed = true;
+        self.queue.ready.notify_all();
+    }
+}
+
 enum Route {
-    Client { client: Arc<Client>, id: u64 },
+    Client {
+        client: Arc<Client>,
+        id: u64,
+        flow: Flow,
+    },
     Internal(Sender<Frame>),
+}
+
+/// What the guest may still send on a route, and what it may still credit.
+struct Flow {
+    /// Output bytes the client has room for (see `OUTPUT_WINDOW`).
+    output_budget: i64,
+    /// Input bytes sent to the agent and not yet credited back.
+    input_outstanding: u64,
+}
+
+impl Flow {
+    fn new() -> Self {
+        Self {
+            output_budget: i64::from(OUTPUT_WINDOW),
+            input_outstanding: 0,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -73,6 +196,8 @@ fn is_final(kind: FrameKind) -> bool {
 impl Router {
     /// A router writing to the agent over `agent`.
     pub fn new(agent: UnixStream) -> Self {
+        // A guest that stops reading must not block writers for ever.
+        let _ = agent.set_write_timeout(Some(AGENT_WRITE_TIMEOUT));
         Self {
             agent: Mutex::new(agent),
             routes: Mutex::default(),
@@ -88,10 +213,23 @@ impl Router {
         let bytes = frame
             .encode()
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-        self.agent
+        let written = self
+            .agent
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .write_all(&bytes)
+            .write_all(&bytes);
+        if let Err(e) = &written {
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) {
+                // The stream may now end mid-frame: it cannot be used again.
+                self.close(format!(
+                    "the guest stopped reading its channel (no progress for {AGENT_WRITE_TIMEOUT:?})"
+                ));
+            }
+        }
+        written
     }
 
     /// Why the channel closed, if it did.
@@ -146,6 +284,7 @@ impl Router {
                     Route::Client {
                         client: Arc::clone(client),
                         id: frame.id,
+                        flow: Flow::new(),
                     },
                 );
                 routes
@@ -153,11 +292,22 @@ impl Router {
                     .insert((client.id, frame.id), channel_id);
                 channel_id
             } else {
-                // Stdin and signals follow a request already in flight; late ones are dropped.
-                match routes.by_client_id.get(&(client.id, frame.id)) {
-                    Some(&id) => id,
-                    None => return,
+                // Stdin, credit and signals follow a request already in flight; late ones
+                // are dropped.
+                let Some(&channel_id) = routes.by_client_id.get(&(client.id, frame.id)) else {
+                    return;
+                };
+                if let Some(Route::Client { flow, .. }) = routes.by_channel_id.get_mut(&channel_id)
+                {
+                    match frame.kind {
+                        FrameKind::Credit => {
+                            flow.output_budget += i64::from(frame.to_credit().unwrap_or(0));
+                        }
+                        FrameKind::Stdin => flow.input_outstanding += frame.payload.len() as u64,
+                        _ => {}
+                    }
                 }
+                channel_id
             }
         };
         if let Err(e) = self.write_agent(&Frame {
@@ -169,7 +319,7 @@ impl Router {
     }
 
     /// A client left: kill the commands it still had running (nobody can read their output or
-    /// stop them any more) and forget its ids.
+    /// stop them any more) and forget its routes, so that nothing keeps its connection open.
     pub fn client_gone(&self, client_id: u64) {
         let orphaned: Vec<u64> = {
             let mut routes = self.routes();
@@ -179,18 +329,29 @@ impl Router {
                 .filter(|(c, _)| *c == client_id)
                 .copied()
                 .collect();
-            keys.iter()
+            let ids: Vec<u64> = keys
+                .iter()
                 .filter_map(|k| routes.by_client_id.remove(k))
-                .collect()
+                .collect();
+            for id in &ids {
+                routes.by_channel_id.remove(id);
+            }
+            ids
         };
         for channel_id in orphaned {
             let _ = self.write_agent(&Frame::signal(channel_id, libc::SIGKILL));
         }
     }
 
+    /// How many requests are in flight (for tests and status).
+    pub fn in_flight(&self) -> usize {
+        self.routes().by_channel_id.len()
+    }
+
     /// Reads the agent's frames and delivers them until the channel ends, then fails every
     /// request still in flight with `reason`-bearing errors.
-    pub fn pump_from_agent(&self, mut reader: UnixStream) {
+    pub fn pump_from_agent(&self, reader: UnixStream) {
+        let mut reader = std::io::BufReader::with_capacity(256 << 10, reader);
         let reason = loop {
             match read_frame(&mut reader) {
                 Ok(Some(frame)) => self.deliver(frame),
@@ -202,28 +363,53 @@ impl Router {
     }
 
     fn deliver(&self, frame: Frame) {
+        let mut violation = None;
         let route = {
             let mut routes = self.routes();
             if is_final(frame.kind) {
                 let route = routes.by_channel_id.remove(&frame.id);
-                if let Some(Route::Client { client, id }) = &route {
+                if let Some(Route::Client { client, id, .. }) = &route {
                     routes.by_client_id.remove(&(client.id, *id));
                 }
-                route
+                route.map(|r| match r {
+                    Route::Client { client, id, .. } => Delivery::Client(client, id),
+                    Route::Internal(tx) => Delivery::Internal(tx),
+                })
             } else {
-                match routes.by_channel_id.get(&frame.id) {
-                    Some(Route::Client { client, id }) => Some(Route::Client {
-                        client: Arc::clone(client),
-                        id: *id,
-                    }),
-                    Some(Route::Internal(tx)) => Some(Route::Internal(tx.clone())),
-                    None => None,
+                match routes.by_channel_id.get_mut(&frame.id) {
+                    Some(Route::Client { client, id, flow }) => {
+                        match check_flow(flow, &frame) {
+                            FlowCheck::Deliver => Some(Delivery::Client(Arc::clone(client), *id)),
+                            FlowCheck::Drop => None,
+                            FlowCheck::Violation(why) => {
+                                violation = Some((Arc::clone(client), *id, why));
+                                None
+                            }
+                        }
+                    }
+                    // The supervisor's own requests produce no data.
+                    Some(Route::Internal(tx)) if !is_data(frame.kind) => {
+                        Some(Delivery::Internal(tx.clone()))
+                    }
+                    _ => None,
                 }
             }
         };
+        if let Some((client, id, why)) = violation {
+            // The guest broke the protocol on this request: fail it (only it) and stop it.
+            tracing::warn!("request {id} of client {}: {why}", client.id);
+            {
+                let mut routes = self.routes();
+                routes.by_channel_id.remove(&frame.id);
+                routes.by_client_id.remove(&(client.id, id));
+            }
+            let _ = self.write_agent(&Frame::signal(frame.id, libc::SIGKILL));
+            client.respond(id, &Response::error(ErrorKind::Internal, why));
+            return;
+        }
         match route {
-            Some(Route::Client { client, id }) => client.send(&Frame { id, ..frame }),
-            Some(Route::Internal(tx)) => {
+            Some(Delivery::Client(client, id)) => client.send(&Frame { id, ..frame }),
+            Some(Delivery::Internal(tx)) => {
                 let _ = tx.send(frame);
             }
             None => {}
@@ -241,17 +427,61 @@ impl Router {
             std::mem::take(&mut routes.by_channel_id)
         };
         for route in routes.into_values() {
-            if let Route::Client { client, id } = route {
+            if let Route::Client { client, id, .. } = route {
                 client.respond(
                     id,
                     &Response::error(ErrorKind::VmNotRunning, reason.clone()),
                 );
             }
         }
-        let _ = self
-            .agent
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .shutdown(std::net::Shutdown::Both);
+        // try_lock: a writer blocked on a guest that stopped reading holds the lock; its
+        // timeout ends that write anyway.
+        if let Ok(agent) = self.agent.try_lock() {
+            let _ = agent.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// Where a frame from the agent goes.
+enum Delivery {
+    Client(Arc<Client>, u64),
+    Internal(Sender<Frame>),
+}
+
+/// Frames that carry a request's data (and so count against its window).
+fn is_data(kind: FrameKind) -> bool {
+    matches!(kind, FrameKind::Stdout | FrameKind::Stderr | FrameKind::Credit)
+}
+
+enum FlowCheck {
+    Deliver,
+    /// Harmless but meaningless (credit for input never sent).
+    Drop,
+    Violation(String),
+}
+
+/// Applies a guest frame to its route's flow accounting.
+fn check_flow(flow: &mut Flow, frame: &Frame) -> FlowCheck {
+    match frame.kind {
+        FrameKind::Stdout | FrameKind::Stderr => {
+            flow.output_budget -= frame.payload.len() as i64;
+            if flow.output_budget < 0 {
+                FlowCheck::Violation(
+                    "the guest sent more output than the client had room for (flow control \
+                     violated); the request was stopped"
+                        .into(),
+                )
+            } else {
+                FlowCheck::Deliver
+            }
+        }
+        FrameKind::Credit => match frame.to_credit() {
+            Ok(bytes) if u64::from(bytes) <= flow.input_outstanding => {
+                flow.input_outstanding -= u64::from(bytes);
+                FlowCheck::Deliver
+            }
+            _ => FlowCheck::Drop,
+        },
+        _ => FlowCheck::Deliver,
     }
 }

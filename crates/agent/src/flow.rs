@@ -86,10 +86,7 @@ impl OutputWindow {
                     return n;
                 }
                 Some(_) => {
-                    state = self
-                        .granted
-                        .wait(state)
-                        .unwrap_or_else(|e| e.into_inner());
+                    state = self.granted.wait(state).unwrap_or_else(|e| e.into_inner());
                 }
             }
         }

@@ -285,7 +285,9 @@ fn dispatch(shared: &Arc<Shared>, id: u64, request: Request) {
                 Err(response) => return shared.respond(id, &response),
             };
             let worker = Arc::clone(shared);
-            spawn_worker(shared, id, move || files::handle(&worker, id, request, &window));
+            spawn_worker(shared, id, move || {
+                files::handle(&worker, id, request, &window)
+            });
         }
         Request::Shutdown => unreachable!("handled by the frame loop"),
         Request::Status

@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use serde::Serialize;
-use smolvm::backend::qemu::{find_qemu, QemuBackend};
 use smolvm::backend::jail::Confinement;
+use smolvm::backend::qemu::{find_qemu, QemuBackend};
 use smolvm::backend::{Backend, LaunchOptions};
 use smolvm::config::DEFAULT_IMAGE;
 use smolvm::image::MINIMAL;

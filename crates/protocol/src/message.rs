@@ -16,7 +16,7 @@ pub enum Shell {
 }
 
 /// Run one command line in the guest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExecRequest {
     /// The command line, parsed by the guest shell.
     pub command: String,

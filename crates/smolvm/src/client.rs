@@ -71,12 +71,7 @@ impl InputWindow {
                     *available -= bytes as i64;
                     return true;
                 }
-                Some(_) => {
-                    state = self
-                        .changed
-                        .wait(state)
-                        .unwrap_or_else(|e| e.into_inner())
-                }
+                Some(_) => state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner()),
             }
         }
     }
@@ -136,9 +131,10 @@ impl Call {
         if total >= u64::from(CREDIT_BATCH) {
             let granted = self.ungranted.swap(0, Ordering::Relaxed);
             // A failure means the connection is gone, which the next read reports.
-            let _ = self
-                .conn
-                .write(&Frame::credit(self.id, granted.min(u64::from(u32::MAX)) as u32));
+            let _ = self.conn.write(&Frame::credit(
+                self.id,
+                granted.min(u64::from(u32::MAX)) as u32,
+            ));
         }
     }
 

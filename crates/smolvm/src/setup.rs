@@ -226,9 +226,9 @@ fn confinement_check(data: &DataDir, accel: &host::AccelChoice) -> Check {
     }
     let problem = match &confinement {
         Confinement::Off => Some("unset SMOLVM_UNCONFINED".to_string()),
-        Confinement::Jailed(j) if j.user_name != QEMU_USER => {
-            Some(format!("run `smolvm setup` as root to create the user {QEMU_USER}"))
-        }
+        Confinement::Jailed(j) if j.user_name != QEMU_USER => Some(format!(
+            "run `smolvm setup` as root to create the user {QEMU_USER}"
+        )),
         _ => None,
     };
     Check {

@@ -49,7 +49,10 @@ fn qemu_runs_with_seccomp_as_an_unprivileged_user_in_its_own_namespaces() {
     assert_ne!(report.uid, 0, "{report:?}");
     assert!(report.no_new_privs, "{report:?}");
     for ns in ["mnt", "net", "pid", "ipc", "uts"] {
-        assert!(report.own_namespaces.iter().any(|n| n == ns), "{ns}: {report:?}");
+        assert!(
+            report.own_namespaces.iter().any(|n| n == ns),
+            "{ns}: {report:?}"
+        );
     }
     // Its root holds the program, its libraries, a few devices and its own /proc: no data
     // directory, no home, no other VM.
@@ -59,7 +62,10 @@ fn qemu_runs_with_seccomp_as_an_unprivileged_user_in_its_own_namespaces() {
         .collect::<Vec<_>>();
     assert!(root.contains(&"usr".to_string()), "{root:?}");
     for absent in ["root", "home", "var", "tmp", "run"] {
-        assert!(!root.contains(&absent.to_string()), "{absent} visible: {root:?}");
+        assert!(
+            !root.contains(&absent.to_string()),
+            "{absent} visible: {root:?}"
+        );
     }
     // Its PID namespace holds QEMU alone.
     let pids: Vec<String> = std::fs::read_dir(format!("/proc/{qemu}/root/proc"))
@@ -150,7 +156,10 @@ fn qemu_cannot_run_host_commands_even_through_its_monitor() {
     while Instant::now() < deadline && !marker.exists() {
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(!marker.exists(), "QEMU ran a host command (answer: {answer})");
+    assert!(
+        !marker.exists(),
+        "QEMU ran a host command (answer: {answer})"
+    );
     let _ = spawned.child.kill();
     let _ = spawned.child.wait();
     drop(spawned);

@@ -32,7 +32,10 @@ impl Inherited {
     /// When `target` is a standard stream or above the scratch range, or more than 16
     /// descriptors are added: both are programming errors.
     pub fn add(&mut self, fd: OwnedFd, target: RawFd) -> RawFd {
-        assert!((3..SCRATCH_BASE).contains(&target), "fd {target} out of range");
+        assert!(
+            (3..SCRATCH_BASE).contains(&target),
+            "fd {target} out of range"
+        );
         assert!(self.fds.len() < MAX, "too many inherited descriptors");
         assert!(
             self.fds.iter().all(|(_, t)| *t != target),
@@ -44,7 +47,10 @@ impl Inherited {
 
     /// The (source, target) pairs, for [`place`]; valid while `self` lives.
     pub fn pairs(&self) -> Vec<(RawFd, RawFd)> {
-        self.fds.iter().map(|(fd, t)| (fd.as_raw_fd(), *t)).collect()
+        self.fds
+            .iter()
+            .map(|(fd, t)| (fd.as_raw_fd(), *t))
+            .collect()
     }
 }
 

@@ -28,7 +28,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 /// QEMU's seccomp policy: its own filter, with every optional group denied.
-pub const SECCOMP_ARGS: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
+pub const SECCOMP_ARGS: &str =
+    "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
 
 /// The user confined QEMUs run as (made by `smolvm setup`).
 pub const QEMU_USER: &str = "smolvm-qemu";
@@ -272,7 +273,13 @@ impl Jail {
             });
         }
         mkdirs(&mut steps, Path::new("/dev"))?;
-        let mut devices = vec!["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"];
+        let mut devices = vec![
+            "/dev/null",
+            "/dev/zero",
+            "/dev/full",
+            "/dev/random",
+            "/dev/urandom",
+        ];
         if self.kvm {
             devices.push("/dev/kvm");
         }
@@ -376,12 +383,17 @@ impl PreparedJail {
                             libc::MS_BIND | libc::MS_REC,
                             std::ptr::null(),
                         ))?;
-                        let mut flags =
-                            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_NOSUID;
+                        let mut flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_NOSUID;
                         if !writable {
                             flags |= libc::MS_RDONLY | libc::MS_NODEV;
                         }
-                        check(libc::mount(null, dest.as_ptr(), null, flags, std::ptr::null()))?;
+                        check(libc::mount(
+                            null,
+                            dest.as_ptr(),
+                            null,
+                            flags,
+                            std::ptr::null(),
+                        ))?;
                     }
                     Step::Proc(path) => check(libc::mount(
                         self.proc_fs.as_ptr(),
@@ -394,14 +406,20 @@ impl PreparedJail {
             }
             // Swap roots; the old one, stacked under the new, is detached at once.
             check(libc::chdir(self.root.as_ptr()))?;
-            check(libc::syscall(libc::SYS_pivot_root, self.dot.as_ptr(), self.dot.as_ptr()) as i32)?;
+            check(
+                libc::syscall(libc::SYS_pivot_root, self.dot.as_ptr(), self.dot.as_ptr()) as i32,
+            )?;
             check(libc::umount2(self.dot.as_ptr(), libc::MNT_DETACH))?;
             check(libc::chdir(self.slash.as_ptr()))?;
             check(libc::mount(
                 null,
                 self.slash.as_ptr(),
                 null,
-                libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
+                libc::MS_REMOUNT
+                    | libc::MS_BIND
+                    | libc::MS_RDONLY
+                    | libc::MS_NOSUID
+                    | libc::MS_NODEV,
                 std::ptr::null(),
             ))?;
             let id = self.identity;
@@ -535,7 +553,9 @@ mod tests {
         assert!(binds.contains(&"/usr".to_string()), "{binds:?}");
         assert!(binds.contains(&"/dev/null".to_string()), "{binds:?}");
         assert!(binds.contains(&"/opt/qemu/bin/qemu-system-x86_64".to_string()));
-        assert!(!binds.iter().any(|b| b == "/dev/kvm" || b == "/sys" || b.starts_with("/root")));
+        assert!(!binds
+            .iter()
+            .any(|b| b == "/dev/kvm" || b == "/sys" || b.starts_with("/root")));
         // Every destination is inside the jail's root.
         for step in &prepared.steps {
             if let Step::Bind { dest, .. } | Step::Mkdir(dest) | Step::Touch(dest) = step {

@@ -221,7 +221,8 @@ impl Backend for QemuBackend {
             "none",
             "-no-reboot",
         ]);
-        let kernel = boot_file(&config.kernel_path, jailed).map_err(io("open", &config.kernel_path))?;
+        let kernel =
+            boot_file(&config.kernel_path, jailed).map_err(io("open", &config.kernel_path))?;
         let kernel = inherited.add(kernel, fd::KERNEL);
         cmd.args(["-kernel", &format!("/proc/self/fd/{kernel}")]);
         match &config.rootfs {
@@ -322,104 +323,215 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
-    fn config() -> ValidConfig {
-        ValidConfig {
-            vm_id: "t1".into(),
-            vcpu_count: 2,
-            mem_size_mib: 256,
-            kernel_path: "/k".into(),
-            rootfs: RootFs::Initramfs("/i".into()),
-            boot_args: "console=ttyS0".into(),
-            env_vars: BTreeMap::new(),
-            image: "minimal".into(),
+    /// A scratch VM directory with a kernel, an initramfs, a base and an overlay naming it.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Self {
+            let dir =
+                std::env::temp_dir().join(format!("smolvm-qemu-{name}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("k"), b"kernel").unwrap();
+            std::fs::write(dir.join("i"), b"initrd").unwrap();
+            std::fs::write(dir.join("base.ext4"), b"base").unwrap();
+            let out = Command::new("qemu-img")
+                .args([
+                    "create",
+                    "-q",
+                    "-f",
+                    "qcow2",
+                    "-F",
+                    "raw",
+                    "-b",
+                    "base.ext4",
+                    "overlay.qcow2",
+                    "1M",
+                ])
+                .current_dir(&dir)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            Self(dir)
+        }
+
+        fn config(&self) -> ValidConfig {
+            ValidConfig {
+                vm_id: "t1".into(),
+                vcpu_count: 2,
+                mem_size_mib: 256,
+                kernel_path: self.0.join("k"),
+                rootfs: RootFs::Initramfs(self.0.join("i")),
+                boot_args: "console=ttyS0".into(),
+                env_vars: BTreeMap::new(),
+                image: "minimal".into(),
+            }
         }
     }
 
-    fn args(backend: &QemuBackend) -> Vec<String> {
-        args_for(backend, &config())
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 
-    fn args_for(backend: &QemuBackend, config: &ValidConfig) -> Vec<String> {
-        let cmd = backend.command(config, &VmPaths::new("/d,x"));
-        cmd.get_args()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect()
-    }
-
-    #[test]
-    fn tcg_command_line_has_the_measured_essentials() {
-        let backend = QemuBackend::new(
+    fn backend(accel: Accel) -> QemuBackend {
+        QemuBackend::new(
             "q".into(),
             AccelChoice {
-                accel: Accel::Tcg,
+                accel,
                 reason: String::new(),
             },
             2_000_000,
-        );
-        let args = args(&backend);
+        )
+    }
+
+    fn args_for(
+        backend: &QemuBackend,
+        scratch: &Scratch,
+        config: &ValidConfig,
+        confinement: Confinement,
+    ) -> Result<Vec<String>, String> {
+        let prepared = backend.prepare(
+            config,
+            &VmPaths::new(&scratch.0),
+            LaunchOptions {
+                incoming: None,
+                confinement,
+            },
+        )?;
+        Ok(prepared
+            .command
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect())
+    }
+
+    #[test]
+    fn tcg_command_line_has_the_measured_essentials_and_names_no_files() {
+        let scratch = Scratch::new("tcg");
+        let args = args_for(
+            &backend(Accel::Tcg),
+            &scratch,
+            &scratch.config(),
+            Confinement::Seccomp,
+        )
+        .unwrap();
         let joined = args.join(" ");
         assert!(joined.contains("-accel tcg -cpu max"));
         assert!(joined.contains("-m 256M -smp 2"));
         assert!(joined.contains("-no-reboot"));
-        assert!(joined.contains("path=/d,,x/chan.sock"), "{joined}");
+        assert!(joined.contains(
+            "-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+        ));
+        assert!(
+            joined.contains("-kernel /proc/self/fd/7 -initrd /proc/self/fd/8"),
+            "{joined}"
+        );
+        assert!(joined.contains("-chardev socket,id=agent,fd=4"), "{joined}");
+        assert!(joined.contains("-chardev socket,id=qmp,fd=5 -mon chardev=qmp,mode=control"));
+        assert!(
+            !joined.contains(&scratch.0.display().to_string()),
+            "names a file: {joined}"
+        );
         let append = &args[args.iter().position(|a| a == "-append").unwrap() + 1];
         assert_eq!(
             append,
             "console=ttyS0 tsc_early_khz=2000000 norandmaps smolvm.hostname=t1"
         );
+        let off = args_for(
+            &backend(Accel::Tcg),
+            &scratch,
+            &scratch.config(),
+            Confinement::Off,
+        )
+        .unwrap()
+        .join(" ");
+        assert!(!off.contains("-sandbox"), "{off}");
     }
 
     #[test]
     fn kvm_uses_the_host_cpu_and_no_tsc_hint() {
-        let backend = QemuBackend::new(
-            "q".into(),
-            AccelChoice {
-                accel: Accel::Kvm,
-                reason: String::new(),
-            },
-            2_000_000,
-        );
-        let joined = args(&backend).join(" ");
+        let scratch = Scratch::new("kvm");
+        let joined = args_for(
+            &backend(Accel::Kvm),
+            &scratch,
+            &scratch.config(),
+            Confinement::Seccomp,
+        )
+        .unwrap()
+        .join(" ");
         assert!(joined.contains("-accel kvm -cpu host"));
         assert!(!joined.contains("tsc_early_khz") && !joined.contains("norandmaps"));
     }
 
     #[test]
-    fn initramfs_and_disk_roots_boot_differently() {
-        let backend = QemuBackend::new(
-            "q".into(),
-            AccelChoice {
-                accel: Accel::Kvm,
-                reason: String::new(),
-            },
-            0,
-        );
-        let joined = args(&backend).join(" ");
-        assert!(joined.contains("-initrd /i"), "{joined}");
-        assert!(!joined.contains("-drive") && !joined.contains("root=/dev/vda"));
-
-        let mut disk = config();
-        disk.rootfs = RootFs::Disk("/images/debian/rootfs.ext4".into());
-        let args = args_for(&backend, &disk);
+    fn disk_roots_boot_their_overlay_over_their_base_by_descriptor() {
+        let scratch = Scratch::new("disk");
+        let backend = backend(Accel::Kvm);
+        let mut disk = scratch.config();
+        disk.rootfs = RootFs::Disk(scratch.0.join("base.ext4"));
+        let args = args_for(&backend, &scratch, &disk, Confinement::Seccomp).unwrap();
         let joined = args.join(" ");
         assert!(!joined.contains("-initrd"), "{joined}");
-        // The VM boots its overlay, never the base itself.
         assert!(
-            joined.contains("-drive file=/d,,x/overlay.qcow2,if=none,id=rootfs,format=qcow2"),
+            joined.contains("-add-fd fd=9,set=1 -add-fd fd=10,set=1 -add-fd fd=11,set=2"),
             "{joined}"
         );
-        assert!(!joined.contains("rootfs.ext4"), "{joined}");
-        assert!(joined.contains("-device virtio-blk-device,drive=rootfs"));
-        assert!(!joined.contains("cache=unsafe"), "{joined}");
-        let volatile = args_for(&backend.clone().with_volatile_disk(true), &disk).join(" ");
         assert!(
-            volatile.contains("discard=unmap,cache=unsafe"),
+            joined.contains("driver=qcow2,node-name=rootfs,file=disk-file,backing=base"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("driver=file,node-name=base-file,filename=/dev/fdset/2,read-only=on")
+        );
+        assert!(joined.contains("-device virtio-blk-device,drive=rootfs"));
+        assert!(!joined.contains("no-flush"), "{joined}");
+        let volatile = args_for(
+            &backend.clone().with_volatile_disk(true),
+            &scratch,
+            &disk,
+            Confinement::Seccomp,
+        )
+        .unwrap()
+        .join(" ");
+        assert!(
+            volatile.contains("discard=unmap,cache.no-flush=on"),
             "{volatile}"
         );
         let append = &args[args.iter().position(|a| a == "-append").unwrap() + 1];
         assert_eq!(
             append,
             "console=ttyS0 root=/dev/vda rw rootfstype=ext4 smolvm.hostname=t1"
+        );
+    }
+
+    #[test]
+    fn an_overlay_naming_another_base_is_refused() {
+        let scratch = Scratch::new("tampered");
+        let out = Command::new("qemu-img")
+            .args([
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-F",
+                "raw",
+                "-b",
+                "/etc/passwd",
+                "overlay.qcow2",
+                "1M",
+            ])
+            .current_dir(&scratch.0)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let mut disk = scratch.config();
+        disk.rootfs = RootFs::Disk(scratch.0.join("base.ext4"));
+        let err =
+            args_for(&backend(Accel::Kvm), &scratch, &disk, Confinement::Seccomp).unwrap_err();
+        assert!(
+            err.contains("/etc/passwd") && err.contains("refusing"),
+            "{err}"
         );
     }
 }

@@ -155,9 +155,11 @@ mod tests {
         let h = parse(&image(Some("base.ext4"), 0, false)).unwrap();
         assert_eq!(h.backing.as_deref(), Some("base.ext4"));
         assert!(!h.external_data_file);
-        assert!(parse(&image(None, EXTERNAL_DATA_FILE, false))
-            .unwrap()
-            .external_data_file);
+        assert!(
+            parse(&image(None, EXTERNAL_DATA_FILE, false))
+                .unwrap()
+                .external_data_file
+        );
         assert!(parse(&image(None, 0, true)).unwrap().external_data_file);
         assert!(parse(b"not qcow").is_err());
     }

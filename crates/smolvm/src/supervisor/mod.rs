@@ -287,7 +287,11 @@ fn boot(
         backend.binary(),
         accel.accel == crate::host::Accel::Kvm,
     );
-    tracing::info!("VM {}: VMM confinement: {}", config.vm_id, confinement.describe());
+    tracing::info!(
+        "VM {}: VMM confinement: {}",
+        config.vm_id,
+        confinement.describe()
+    );
 
     let _ = std::fs::remove_file(paths.api_socket());
     let api = crate::fsutil::bind_private(&paths.api_socket())

@@ -126,6 +126,52 @@ pub fn random_vm_id() -> String {
     format!("vm-{:08x}", host::random_u64() as u32)
 }
 
+/// vCPUs and memory within what this host can run.
+fn check_sizing(vcpu_count: u32, mem_size_mib: u32) -> Result<()> {
+    if vcpu_count == 0 || vcpu_count > MAX_VCPUS {
+        return Err(Error::InvalidConfig {
+            field: "vcpu_count",
+            reason: format!("{vcpu_count} vCPUs requested; use 1 to {MAX_VCPUS}"),
+        });
+    }
+    let host_mib = host::total_memory_mib();
+    if mem_size_mib < MIN_MEMORY_MIB || u64::from(mem_size_mib) > host_mib {
+        return Err(Error::InvalidConfig {
+            field: "mem_size_mib",
+            reason: format!(
+                "{mem_size_mib} MiB requested; use {MIN_MEMORY_MIB} MiB up to the host's {host_mib} MiB"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The kernel command line is one line of text.
+fn check_boot_args(boot_args: &str) -> Result<()> {
+    if boot_args.contains(['\n', '\0']) {
+        return Err(Error::InvalidConfig {
+            field: "boot_args",
+            reason: "must be a single line".into(),
+        });
+    }
+    Ok(())
+}
+
+impl ValidConfig {
+    /// Checks again what [`VmConfig::validate`] checked of a configuration read back from
+    /// disk (a snapshot's `snapshot.json` is a file another process could have edited): name,
+    /// sizing, environment variables and boot arguments.
+    pub fn recheck(&self) -> Result<()> {
+        validate_vm_id(&self.vm_id)?;
+        check_sizing(self.vcpu_count, self.mem_size_mib)?;
+        for (key, value) in &self.env_vars {
+            validate_env_key(key)?;
+            validate_env_value(key, value)?;
+        }
+        check_boot_args(&self.boot_args)
+    }
+}
+
 impl VmConfig {
     /// Validates every field and resolves paths against `data`. Errors name the field.
     pub fn validate(&self, data: &DataDir) -> Result<ValidConfig> {
@@ -136,22 +182,7 @@ impl VmConfig {
             }
             None => random_vm_id(),
         };
-        if self.vcpu_count == 0 || self.vcpu_count > MAX_VCPUS {
-            return Err(Error::InvalidConfig {
-                field: "vcpu_count",
-                reason: format!("{} vCPUs requested; use 1 to {MAX_VCPUS}", self.vcpu_count),
-            });
-        }
-        let host_mib = host::total_memory_mib();
-        if self.mem_size_mib < MIN_MEMORY_MIB || u64::from(self.mem_size_mib) > host_mib {
-            return Err(Error::InvalidConfig {
-                field: "mem_size_mib",
-                reason: format!(
-                    "{} MiB requested; use {MIN_MEMORY_MIB} MiB up to the host's {host_mib} MiB",
-                    self.mem_size_mib
-                ),
-            });
-        }
+        check_sizing(self.vcpu_count, self.mem_size_mib)?;
         for (key, value) in &self.env_vars {
             validate_env_key(key)?;
             validate_env_value(key, value)?;
@@ -181,12 +212,7 @@ impl VmConfig {
             .boot_args
             .clone()
             .unwrap_or_else(|| DEFAULT_BOOT_ARGS.to_string());
-        if boot_args.contains('\n') {
-            return Err(Error::InvalidConfig {
-                field: "boot_args",
-                reason: "must be a single line".into(),
-            });
-        }
+        check_boot_args(&boot_args)?;
         Ok(ValidConfig {
             vm_id,
             vcpu_count: self.vcpu_count,

@@ -120,6 +120,50 @@ pub fn new_snapshot_id() -> String {
     format!("snap-{}", crate::host::random_hex(4))
 }
 
+/// Checks that the files a restore reads from snapshot (or template) directory `dir` are
+/// regular files of its own: no symlink (that could point anywhere on the host), no device or
+/// FIFO, nothing owned by another user.
+pub fn check_files(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let files = SnapshotPaths::new(dir);
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    for path in [
+        files.meta(),
+        files.memory(),
+        files.memory_raw(),
+        files.memory_raw_check(),
+        files.kernel(),
+        files.initrd(),
+        files.overlay(),
+        files.base(),
+    ] {
+        let meta = match std::fs::symlink_metadata(&path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io(format!("checking {}", path.display()), e)),
+        };
+        let problem = if !meta.file_type().is_file() {
+            Some("is not a regular file")
+        } else if meta.uid() != me && me != 0 {
+            Some("belongs to another user")
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return Err(Error::InvalidConfig {
+                field: "snapshot",
+                reason: format!(
+                    "{} {problem}; refusing to restore from {} (remove it with `smolvm snapshot rm`)",
+                    path.display(),
+                    dir.display()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The directory of snapshot `id`.
 pub fn snapshot_dir(data: &DataDir, id: &str) -> PathBuf {
     data.snapshots_dir().join(id)

@@ -245,6 +245,7 @@ pub(crate) fn prepare_vm_dir(
     config: &mut ValidConfig,
     from_template: bool,
 ) -> Result<()> {
+    crate::snapshot::check_files(snapshot_dir)?;
     let snap = SnapshotPaths::new(snapshot_dir);
     let link = |from: &Path, to: &Path| {
         let _ = std::fs::remove_file(to);

@@ -346,7 +346,8 @@ impl Router {
         }
     }
 
-    /// How many requests are in flight (for tests and status).
+    /// How many requests are in flight.
+    #[cfg(test)]
     pub fn in_flight(&self) -> usize {
         self.routes().by_channel_id.len()
     }

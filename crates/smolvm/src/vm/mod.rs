@@ -403,9 +403,21 @@ impl SmolVm {
                     *self.template_used.lock().unwrap_or_else(|e| e.into_inner()) =
                         Some(dir.clone());
                 }
-                crate::template::prepare_vm_dir(&self.paths, &dir, &mut config, from_template)?;
-                tracing::debug!(vm = %config.vm_id, from = %dir.display(), from_template, "restoring");
-                restore_from = Some(dir);
+                match crate::template::prepare_vm_dir(&self.paths, &dir, &mut config, from_template)
+                {
+                    Ok(()) => {
+                        tracing::debug!(vm = %config.vm_id, from = %dir.display(), from_template, "restoring");
+                        restore_from = Some(dir);
+                    }
+                    // A damaged template is discarded (the next start rebuilds it): boot cold.
+                    Err(e) if from_template => {
+                        tracing::warn!(vm = %config.vm_id, "discarding template {}: {e}", dir.display());
+                        let _ = std::fs::remove_dir_all(&dir);
+                        *self.template_used.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                        config = self.config.clone();
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
         if let crate::image::RootFs::Disk(base) = &config.rootfs {

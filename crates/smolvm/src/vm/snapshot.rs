@@ -134,6 +134,9 @@ impl SmolVm {
         launcher: Option<crate::launch::Launcher>,
     ) -> Result<Self> {
         let meta = snapshot::find(&data, snapshot_id)?;
+        // Everything read back from the snapshot's directory is checked again.
+        meta.config.recheck()?;
+        snapshot::check_files(&snapshot::snapshot_dir(&data, snapshot_id))?;
         if let Some(why) = meta.compat.mismatch(&Compat::current()?) {
             return Err(Error::InvalidConfig {
                 field: "snapshot_id",

@@ -502,6 +502,24 @@ pub fn run(args: BenchArgs, json: bool) -> Result<i32> {
         ));
     }
 
+    say(&format!(
+        "confinement: template start and warm run(\"true\") on {DEFAULT_IMAGE}, confined and with SMOLVM_UNCONFINED=1"
+    ));
+    let starts = crate::bench_confine::template_starts(&data, DEFAULT_IMAGE, args.runs)?;
+    let warm_pair = crate::bench_confine::warm_runs(&data, DEFAULT_IMAGE, args.round_trips)?;
+    for (name, pair) in [
+        (format!("template start -> first result [{DEFAULT_IMAGE}], confined"), &starts),
+        ("warm run(\"true\"), confined".to_string(), &warm_pair),
+    ] {
+        snapshot_lines.push(line(
+            name,
+            stats(&pair.confined),
+            "the same unconfined (SMOLVM_UNCONFINED=1)",
+            stats(&pair.unconfined),
+            Target::ratio(1.05),
+        ));
+    }
+
     let transfer = if args.transfer_mib > 0 {
         if !json {
             eprintln!("file transfer: {} MiB up and down", args.transfer_mib);

@@ -1,6 +1,7 @@
 //! `smolvm`: set up the host, run commands in disposable microVMs, benchmark them.
 
 mod bench;
+mod bench_confine;
 mod bench_files;
 mod bench_snapshot;
 mod cli;

@@ -27,7 +27,7 @@ pub struct Reaper {
     claims: Arc<Mutex<HashMap<libc::pid_t, Claim>>>,
 }
 
-/// Held while spawning: proves the registry is locked, so [`Reaper::claim`] can be called for the
+/// Held while spawning: proves the registry is locked, so [`SpawnGuard::claim`] can be called for the
 /// new child before the reaper can look at it.
 pub struct SpawnGuard<'a> {
     claims: MutexGuard<'a, HashMap<libc::pid_t, Claim>>,

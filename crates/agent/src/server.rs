@@ -44,11 +44,12 @@ impl Shared {
     /// Registers request `id` before the frame loop reads the next frame (which may already be
     /// its first stdin chunk, a signal or a credit). Returns the consumer end of its input and
     /// its output window.
-    pub fn open_stream(&self, id: u64) -> Result<(Receiver<Vec<u8>>, Arc<OutputWindow>), Response> {
+    pub fn open_stream(
+        &self,
+        id: u64,
+    ) -> std::io::Result<(Receiver<Vec<u8>>, Arc<OutputWindow>)> {
         let (tx, rx) = channel();
-        let window = Arc::new(OutputWindow::new().map_err(|e| {
-            Response::error(ErrorKind::Io, format!("cannot create an eventfd: {e}"))
-        })?);
+        let window = Arc::new(OutputWindow::new()?);
         let control = ExecControl {
             stdin: Some(tx),
             output: Some(Arc::clone(&window)),
@@ -231,7 +232,7 @@ fn dispatch(shared: &Arc<Shared>, id: u64, request: Request) {
             // that follow the request at once find it.
             let (stdin, window) = match shared.open_stream(id) {
                 Ok(stream) => stream,
-                Err(response) => return shared.respond(id, &response),
+                Err(e) => return shared.respond(id, &stream_failed(&e)),
             };
             let wants_stdin = exec.stdin || exec.tty.is_some();
             if let Some(control) = shared
@@ -267,7 +268,7 @@ fn dispatch(shared: &Arc<Shared>, id: u64, request: Request) {
         } => {
             let content = match shared.open_stream(id) {
                 Ok((content, _)) => content,
-                Err(response) => return shared.respond(id, &response),
+                Err(e) => return shared.respond(id, &stream_failed(&e)),
             };
             let worker = Arc::clone(shared);
             spawn_worker(shared, id, move || {
@@ -282,7 +283,7 @@ fn dispatch(shared: &Arc<Shared>, id: u64, request: Request) {
             // Registered so that its output waits for credit and a signal cancels it.
             let window = match shared.open_stream(id) {
                 Ok((_, window)) => window,
-                Err(response) => return shared.respond(id, &response),
+                Err(e) => return shared.respond(id, &stream_failed(&e)),
             };
             let worker = Arc::clone(shared);
             spawn_worker(shared, id, move || {
@@ -303,6 +304,11 @@ fn dispatch(shared: &Arc<Shared>, id: u64, request: Request) {
             shared.respond(id, &Response::error(ErrorKind::InvalidRequest, message));
         }
     }
+}
+
+/// The answer to a request that could not be registered.
+fn stream_failed(e: &std::io::Error) -> Response {
+    Response::error(ErrorKind::Io, format!("cannot create an eventfd: {e}"))
 }
 
 /// Runs `work` on a thread of its own, answering with an error when no thread can be made.

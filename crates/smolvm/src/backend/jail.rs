@@ -335,8 +335,8 @@ impl PreparedJail {
     /// namespaces and credentials). It does not allocate.
     pub unsafe fn enter(&self) -> io::Result<()> {
         let null = std::ptr::null::<libc::c_char>();
-        // SAFETY (whole block): every pointer is a valid NUL-terminated string owned by
-        // `self`, or null where the system call allows it; these calls are async-signal-safe.
+        // SAFETY: every pointer is a valid NUL-terminated string owned by `self`, or null
+        // where the system call allows it; these calls are async-signal-safe.
         unsafe {
             check(libc::unshare(
                 libc::CLONE_NEWNS | libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS,

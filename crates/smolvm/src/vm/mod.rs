@@ -1,5 +1,5 @@
-//! The VM handle: start, stop, delete (commands and environment variables in [`commands`],
-//! pause and snapshots in [`snapshot`]).
+//! The VM handle: start, stop, delete (commands and environment variables in `commands`,
+//! pause and snapshots in `snapshot`).
 
 mod commands;
 mod snapshot;

@@ -225,6 +225,7 @@ fn finish(paths: &VmPaths, spec: &LaunchSpec, state: &str, reason: &str) {
     ] {
         let _ = std::fs::remove_file(path);
     }
+    let _ = std::fs::remove_dir(paths.jail_root());
     if spec.ephemeral {
         let _ = std::fs::remove_dir_all(paths.dir());
         if let Ok(store) = crate::store::Store::open(&DataDir::at(&spec.data_dir)) {

@@ -158,7 +158,10 @@ pub fn run(dir: &Path) -> i32 {
             return 1;
         }
     };
-    let _ = std::fs::write(paths.supervisor_pid(), std::process::id().to_string());
+    let _ = crate::fsutil::write_atomic(
+        &paths.supervisor_pid(),
+        std::process::id().to_string().as_bytes(),
+    );
     match boot(&spec, &paths, started) {
         Ok((supervisor, mut qemu)) => {
             let status = qemu.wait();
@@ -278,16 +281,10 @@ fn boot(
     )
     .with_volatile_disk(spec.ephemeral);
 
-    for path in [
-        paths.api_socket(),
-        paths.channel_socket(),
-        paths.qmp_socket(),
-    ] {
-        let _ = std::fs::remove_file(path);
-    }
-    let channel = UnixListener::bind(paths.channel_socket())
+    let _ = std::fs::remove_file(paths.qmp_socket());
+    let channel = crate::fsutil::bind_private(&paths.channel_socket())
         .map_err(|e| format!("cannot listen on {}: {e}", paths.channel_socket().display()))?;
-    let api = UnixListener::bind(paths.api_socket())
+    let api = crate::fsutil::bind_private(&paths.api_socket())
         .map_err(|e| format!("cannot listen on {}: {e}", paths.api_socket().display()))?;
 
     let mut command = backend.command(config, paths);
@@ -313,7 +310,7 @@ fn boot(
         .map_err(|e| format!("cannot start QEMU: {e}"))?;
     let qemu_pid = qemu.id();
     let mut guard = KillOnDrop(Some(qemu));
-    let _ = std::fs::write(paths.qemu_pid(), qemu_pid.to_string());
+    let _ = crate::fsutil::write_atomic(&paths.qemu_pid(), qemu_pid.to_string().as_bytes());
     tracing::info!("VM {}: QEMU pid {qemu_pid}", config.vm_id);
 
     let incoming = incoming.map(restore::Prepared::start).transpose()?;

@@ -7,7 +7,7 @@
 //! into place last: a snapshot is complete or absent, whatever fails or is killed on the way.
 
 use std::io::{Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -55,7 +55,7 @@ impl Supervisor {
         self.paused.store(paused, Ordering::SeqCst);
         let marker = self.paths.paused_marker();
         if paused {
-            let _ = std::fs::write(marker, b"");
+            let _ = crate::fsutil::create_with_mode(&marker, crate::fsutil::PRIVATE_FILE);
         } else {
             let _ = std::fs::remove_file(marker);
         }
@@ -220,12 +220,11 @@ fn write_snapshot(
     started: Instant,
 ) -> Result<SnapshotStats, String> {
     let io = |what: &str, path: &Path, e: std::io::Error| format!("{what} {}: {e}", path.display());
-    std::fs::create_dir_all(partial).map_err(|e| io("creating", partial, e))?;
+    crate::fsutil::create_dir_private(partial).map_err(|e| io("creating", partial, e))?;
     let files = SnapshotPaths::new(partial);
     let socket_path = supervisor.paths.migration_socket();
-    let _ = std::fs::remove_file(&socket_path);
-    let listener =
-        UnixListener::bind(&socket_path).map_err(|e| io("listening on", &socket_path, e))?;
+    let listener = crate::fsutil::bind_private(&socket_path)
+        .map_err(|e| io("listening on", &socket_path, e))?;
     supervisor.with_qmp(|qmp| {
         qmp.execute(
             "migrate-set-parameters",
@@ -287,7 +286,7 @@ fn write_snapshot(
 /// Compresses the migration stream into `path` (durably); returns the raw and compressed
 /// sizes.
 fn compress_stream(mut stream: UnixStream, path: &Path) -> std::io::Result<(u64, u64)> {
-    let file = std::fs::File::create(path)?;
+    let file = crate::fsutil::create_with_mode(path, crate::fsutil::PRIVATE_FILE)?;
     let mut encoder = zstd::stream::Encoder::new(std::io::BufWriter::new(file), ZSTD_LEVEL)?;
     encoder.include_checksum(true)?;
     encoder.include_contentsize(false)?;
@@ -353,8 +352,15 @@ fn copy_boot_files(supervisor: &Supervisor, files: &SnapshotPaths) -> Result<u64
             )?;
             let copied = std::fs::copy(vm.overlay(), files.overlay())
                 .map_err(|e| format!("copying the disk overlay: {e}"))?;
+            // fs::copy keeps the source's mode, which an older version made 0644.
             std::fs::File::open(files.overlay())
-                .and_then(|f| f.sync_all())
+                .and_then(|f| {
+                    use std::os::unix::fs::PermissionsExt;
+                    f.set_permissions(std::fs::Permissions::from_mode(
+                        crate::fsutil::PRIVATE_FILE,
+                    ))?;
+                    f.sync_all()
+                })
                 .map_err(|e| format!("syncing the disk overlay copy: {e}"))?;
             Ok(copied)
         }

@@ -7,6 +7,7 @@
 //! killed supervisor takes its VM with it; an ephemeral VM's supervisor stops the VM when its
 //! owner (the process that created it) goes away, detected as EOF on its stdin.
 
+mod accept;
 pub mod restore;
 mod router;
 mod serve;

@@ -8,6 +8,7 @@
 //! owner (the process that created it) goes away, detected as EOF on its stdin.
 
 mod accept;
+mod console;
 pub mod restore;
 mod router;
 mod serve;

@@ -87,6 +87,8 @@ fn classify(err: &anyhow::Error) -> (&'static str, i32, Option<String>) {
         E::Build(_) => ("build_failed", 1, Some("smolvm doctor".into())),
         E::ImageBuild { .. } => ("build_failed", 1, None),
         E::NoSpace { .. } => ("no_space", 1, None),
+        // The message already names the path and the fix.
+        E::UnsafeDataDir { .. } => ("unsafe_data_dir", 1, None),
     }
 }
 

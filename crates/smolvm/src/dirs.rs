@@ -15,8 +15,28 @@
 //!                         links to what the guest booted from (plus its overlay's copy)
 //! <data>/templates/<key>/ pre-booted snapshots that new VMs start from (same layout)
 //! ```
+//!
+//! The data directory is private: 0700, owned by the user running SmolVM (it holds `vm.json`
+//! files with the sandboxes' environment values, and their API sockets).
+//! [`DataDir::ensure_private`] creates it so, tightens one an older version left readable,
+//! and refuses one that someone else owns or can write.
 
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::fsutil::PRIVATE_DIR;
+
+/// Top-level folders an older SmolVM created 0755; tightened together with the root.
+const SUBDIRS: [&str; 7] = [
+    "kernel",
+    "images",
+    "build",
+    "cache",
+    "vms",
+    "snapshots",
+    "templates",
+];
 
 /// Resolved locations of SmolVM's files.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +60,64 @@ impl DataDir {
     /// A data directory at `root`.
     pub fn at(root: impl Into<PathBuf>) -> Self {
         Self { root: root.into() }
+    }
+
+    /// Creates the data directory (mode 0700) if missing, or checks the existing one: it must
+    /// be a folder owned by the calling user that no one else can write. One that others may
+    /// only read (0755, as older versions made it) is tightened to 0700, with a log line.
+    pub fn ensure_private(&self) -> Result<()> {
+        let root = &self.root;
+        let meta = match std::fs::metadata(root) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return crate::fsutil::create_dir_private(root)
+                    .map_err(|e| Error::io(format!("creating {}", root.display()), e));
+            }
+            Err(e) => return Err(Error::io(format!("checking {}", root.display()), e)),
+        };
+        let unsafe_dir = |problem: String, fix: String| Error::UnsafeDataDir {
+            path: root.clone(),
+            problem,
+            fix,
+        };
+        if !meta.is_dir() {
+            return Err(unsafe_dir(
+                "it is not a folder".into(),
+                "remove it or set SMOLVM_DATA_DIR to another path".into(),
+            ));
+        }
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        if meta.uid() != me {
+            return Err(unsafe_dir(
+                format!("it is owned by uid {}, not by you (uid {me})", meta.uid()),
+                format!(
+                    "set SMOLVM_DATA_DIR to a folder of your own, or take it over with `chown -R {me} {}`",
+                    root.display()
+                ),
+            ));
+        }
+        let mode = meta.mode() & 0o7777;
+        if mode & 0o022 != 0 {
+            // Anyone could have planted files in it: do not quietly adopt its content.
+            return Err(unsafe_dir(
+                format!("its mode is {mode:04o}: group or others can write to it"),
+                format!("check what it holds, then `chmod 700 {}`", root.display()),
+            ));
+        }
+        if mode & 0o077 != 0 {
+            tighten(root, mode)?;
+            for sub in SUBDIRS {
+                let dir = root.join(sub);
+                if let Ok(meta) = std::fs::symlink_metadata(&dir) {
+                    let mode = meta.mode() & 0o7777;
+                    if meta.is_dir() && meta.uid() == me && mode & 0o077 != 0 {
+                        tighten(&dir, mode)?;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The root of the data directory.
@@ -90,5 +168,89 @@ impl DataDir {
     /// Cached facts about the host (TSC frequency).
     pub fn host_facts(&self) -> PathBuf {
         self.root.join("host.json")
+    }
+}
+
+/// Sets `dir` (ours, made by an older version) to 0700 and says so.
+fn tighten(dir: &Path, mode: u32) -> Result<()> {
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(PRIVATE_DIR))
+        .map_err(|e| Error::io(format!("making {} private (chmod 700)", dir.display()), e))?;
+    tracing::warn!(
+        "{} was readable by other users (mode {mode:04o}); changed it to 0700",
+        dir.display()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs::Permissions;
+
+    fn scratch(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!(
+            "smolvm-dirs-{name}-{}-{:x}",
+            std::process::id(),
+            crate::host::random_u64()
+        ))
+    }
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().mode() & 0o7777
+    }
+
+    #[test]
+    fn creates_a_missing_data_dir_private() {
+        let root = scratch("new");
+        DataDir::at(root.join("nested")).ensure_private().unwrap();
+        assert_eq!(mode(&root.join("nested")), 0o700);
+        assert_eq!(mode(&root), 0o700);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn tightens_an_old_readable_data_dir() {
+        let root = scratch("old");
+        std::fs::create_dir_all(root.join("vms")).unwrap();
+        std::fs::set_permissions(&root, Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(root.join("vms"), Permissions::from_mode(0o755)).unwrap();
+        DataDir::at(&root).ensure_private().unwrap();
+        assert_eq!(mode(&root), 0o700);
+        assert_eq!(mode(&root.join("vms")), 0o700);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn refuses_a_data_dir_others_can_write() {
+        let root = scratch("open");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::set_permissions(&root, Permissions::from_mode(0o777)).unwrap();
+        let err = DataDir::at(&root).ensure_private().unwrap_err().to_string();
+        assert!(err.contains(&root.display().to_string()), "{err}");
+        assert!(err.contains("0777"), "{err}");
+        assert!(
+            err.contains(&format!("chmod 700 {}", root.display())),
+            "{err}"
+        );
+        assert_eq!(mode(&root), 0o777, "left as it was");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn refuses_a_data_dir_owned_by_someone_else() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root to give a folder away");
+            return;
+        }
+        let root = scratch("foreign");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::set_permissions(&root, Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::chown(&root, Some(65534), Some(65534)).unwrap();
+        let err = DataDir::at(&root).ensure_private().unwrap_err().to_string();
+        assert!(err.contains(&root.display().to_string()), "{err}");
+        assert!(err.contains("owned by uid 65534"), "{err}");
+        assert!(err.contains("chown -R 0"), "{err}");
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

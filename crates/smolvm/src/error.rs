@@ -146,6 +146,16 @@ pub enum Error {
         /// How much is free, in MiB.
         available_mib: u64,
     },
+    /// The data directory could be read or changed by someone else; nothing was done in it.
+    #[error("unsafe data directory {path}: {problem}; {fix}")]
+    UnsafeDataDir {
+        /// The data directory.
+        path: PathBuf,
+        /// What is wrong with it (owner or mode).
+        problem: String,
+        /// How to fix it, e.g. `chmod 700 PATH`.
+        fix: String,
+    },
 }
 
 impl Error {

@@ -1,35 +1,159 @@
-//! File helpers: atomic, durable writes.
+//! File helpers: private modes, atomic and durable writes, locks.
+//!
+//! Everything SmolVM writes under its data directory is private to its user: folders 0700
+//! ([`PRIVATE_DIR`]), files 0600 ([`PRIVATE_FILE`]), sockets 0600. The modes are given at
+//! creation and then set explicitly, so they hold whatever the process umask is (a library must
+//! not change the umask of the program that uses it). The exceptions are image files (kernel,
+//! root filesystems), which stay world-readable ([`READABLE_FILE`]) for a QEMU confined to
+//! another uid; the folders above them keep everyone else out.
 
-use std::fs::{self, File};
+use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
-use std::path::Path;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+
+/// Mode of every folder SmolVM creates.
+pub const PRIVATE_DIR: u32 = 0o700;
+/// Mode of every file SmolVM creates, unless it is an image file.
+pub const PRIVATE_FILE: u32 = 0o600;
+/// Mode of image files (kernel, initramfs) that a confined QEMU may need to read.
+pub const READABLE_FILE: u32 = 0o644;
+
+/// Creates `dir` and any missing parents with mode 0700. Existing folders are left as they are.
+pub fn create_dir_private(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR)
+        .create(dir)?;
+    // The umask may have removed bits from the mode; the folder itself gets exactly 0700.
+    fs::set_permissions(dir, Permissions::from_mode(PRIVATE_DIR))
+}
+
+/// Opens `path` for appending, creating it with mode 0600 (logs).
+pub fn open_private_append(path: &Path) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(PRIVATE_FILE)
+        .open(path)?;
+    file.set_permissions(Permissions::from_mode(PRIVATE_FILE))?;
+    Ok(file)
+}
+
+/// Creates (or truncates) `path` with mode `mode`, exactly.
+pub fn create_with_mode(path: &Path, mode: u32) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)?;
+    file.set_permissions(Permissions::from_mode(mode))?;
+    Ok(file)
+}
+
+/// Listens on a Unix socket at `path` (replacing a stale one) and makes it 0600. The socket
+/// exists with the umask's mode for an instant before the chmod; it is always created inside
+/// a 0700 folder, so nobody else can reach it in that instant.
+pub fn bind_private(path: &Path) -> io::Result<UnixListener> {
+    let _ = fs::remove_file(path);
+    let listener = UnixListener::bind(path)?;
+    fs::set_permissions(path, Permissions::from_mode(PRIVATE_FILE))?;
+    Ok(listener)
+}
+
+/// A file being written under a temporary name beside its destination; [`AtomicFile::commit`]
+/// makes it durable and renames it into place, so that readers see the old content or the new,
+/// never a mix. Dropped without a commit, the temporary file is removed.
+pub struct AtomicFile {
+    file: File,
+    tmp: PathBuf,
+    dest: PathBuf,
+    mode: u32,
+    committed: bool,
+}
+
+impl AtomicFile {
+    /// Starts writing `dest` (its folder is created 0700 if missing); the result gets `mode`.
+    pub fn create(dest: &Path, mode: u32) -> io::Result<Self> {
+        let dir = parent_of(dest);
+        create_dir_private(dir)?;
+        let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+        let tmp = dir.join(format!(
+            ".{name}.{}.{:x}.tmp",
+            std::process::id(),
+            crate::host::random_u64()
+        ));
+        // create_new: never write through a file (or symlink) someone else put there.
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        let atomic = Self {
+            file,
+            tmp,
+            dest: dest.to_path_buf(),
+            mode,
+            committed: false,
+        };
+        atomic.file.set_permissions(Permissions::from_mode(mode))?;
+        Ok(atomic)
+    }
+
+    /// The open temporary file.
+    pub fn file(&mut self) -> &mut File {
+        &mut self.file
+    }
+
+    /// The temporary file's path, for tools that write it themselves (`qemu-img create`).
+    pub fn tmp_path(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// Syncs the temporary file, renames it over the destination and syncs the folder.
+    pub fn commit(mut self) -> io::Result<()> {
+        // By path: an outside tool may have replaced the inode behind our descriptor.
+        let file = File::open(&self.tmp)?;
+        file.set_permissions(Permissions::from_mode(self.mode))?;
+        file.sync_all()?;
+        fs::rename(&self.tmp, &self.dest)?;
+        self.committed = true;
+        sync_dir(parent_of(&self.dest))
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+fn parent_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// Writes `bytes` to `path` atomically and durably with mode 0600 (see [`write_atomic_mode`]).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomic_mode(path, bytes, PRIVATE_FILE)
+}
 
 /// Writes `bytes` to `path` atomically and durably: a temp file in the same directory, fsync,
-/// rename, fsync of the directory. Readers see the old content or the new, never a mix.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(
-        ".{name}.{}.{:x}.tmp",
-        std::process::id(),
-        crate::host::random_u64()
-    ));
-    let result = (|| {
-        let mut file = File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+/// rename, fsync of the directory. Readers see the old content or the new, never a mix. The
+/// file ends up with exactly `mode`.
+pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let mut file = AtomicFile::create(path, mode)?;
+    file.file().write_all(bytes)?;
+    file.commit()
 }
 
 /// Makes `dest` a hard link to `source` (free, and immune to `source` being replaced later),
@@ -40,15 +164,6 @@ pub fn link_or_copy(source: &Path, dest: &Path) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(e),
         Err(_) => fs::copy(source, dest).map(|_| ()),
     }
-}
-
-/// Listens on a Unix socket at `path` that only its owner may connect to (mode 0600 whatever
-/// the umask; peers are checked too, see the supervisor's accept loop).
-pub fn bind_private(path: &Path) -> io::Result<std::os::unix::net::UnixListener> {
-    use std::os::unix::fs::PermissionsExt;
-    let listener = std::os::unix::net::UnixListener::bind(path)?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
-    Ok(listener)
 }
 
 /// Flushes a directory's entries (a rename or a new file in it) to disk.
@@ -67,7 +182,7 @@ impl Drop for Lock {
 }
 
 pub(crate) fn lock(path: &Path) -> crate::error::Result<Lock> {
-    let file = File::create(path)
+    let file = create_with_mode(path, PRIVATE_FILE)
         .map_err(|e| crate::error::Error::io(format!("creating {}", path.display()), e))?;
     // SAFETY: flock on a descriptor we own.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
@@ -89,15 +204,61 @@ pub fn unix_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "smolvm-fsutil-{name}-{}-{:x}",
+            std::process::id(),
+            crate::host::random_u64()
+        ));
+        create_dir_private(&dir).unwrap();
+        dir
+    }
+
+    fn mode(path: &Path) -> u32 {
+        fs::symlink_metadata(path).unwrap().mode() & 0o7777
+    }
 
     #[test]
     fn replaces_content_and_leaves_no_temp_files() {
-        let dir = std::env::temp_dir().join(format!("smolvm-fsutil-{}", std::process::id()));
+        let dir = scratch("replace");
         let path = dir.join("x.json");
         write_atomic(&path, b"one").unwrap();
         write_atomic(&path, b"two").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"two");
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
+        assert_eq!(mode(&path), PRIVATE_FILE);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn modes_are_exact_and_a_dropped_write_leaves_nothing() {
+        let dir = scratch("modes");
+        let nested = dir.join("a/b");
+        create_dir_private(&nested).unwrap();
+        assert_eq!(mode(&dir.join("a")), PRIVATE_DIR);
+        assert_eq!(mode(&nested), PRIVATE_DIR);
+        write_atomic_mode(&dir.join("img"), b"x", READABLE_FILE).unwrap();
+        assert_eq!(mode(&dir.join("img")), READABLE_FILE);
+        assert_eq!(
+            mode(
+                &create_with_mode(&dir.join("f"), PRIVATE_FILE)
+                    .map(|_| dir.join("f"))
+                    .unwrap()
+            ),
+            PRIVATE_FILE
+        );
+        let _ = open_private_append(&dir.join("log")).unwrap();
+        assert_eq!(mode(&dir.join("log")), PRIVATE_FILE);
+        let _ = bind_private(&dir.join("s.sock")).unwrap();
+        assert_eq!(mode(&dir.join("s.sock")), PRIVATE_FILE);
+        {
+            let mut pending = AtomicFile::create(&dir.join("never"), PRIVATE_FILE).unwrap();
+            pending.file().write_all(b"half").unwrap();
+        }
+        assert!(!dir.join("never").exists());
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 5);
         fs::remove_dir_all(&dir).unwrap();
     }
 }

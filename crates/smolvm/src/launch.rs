@@ -69,10 +69,7 @@ pub fn start(
     vm_id: &str,
     ephemeral: bool,
 ) -> Result<Started> {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(paths.supervisor_log())
+    let log = crate::fsutil::open_private_append(&paths.supervisor_log())
         .map_err(|e| Error::io(format!("opening {}", paths.supervisor_log().display()), e))?;
     let mut command = Command::new(&launcher.program);
     command.args(&launcher.args).arg("--dir").arg(paths.dir());

@@ -39,6 +39,11 @@ impl VmPaths {
     pub fn console_log(&self) -> PathBuf {
         self.dir.join("console.log")
     }
+    /// The console log's previous part: [`VmPaths::console_log`] is moved here when it
+    /// reaches its cap, replacing the part before (so at most twice the cap is kept).
+    pub fn console_log_rotated(&self) -> PathBuf {
+        self.dir.join("console.log.1")
+    }
     /// QEMU's own stderr and the supervisor's log.
     pub fn supervisor_log(&self) -> PathBuf {
         self.dir.join("supervisor.log")

@@ -107,8 +107,7 @@ pub fn setup(
     if is_root() {
         ensure_qemu_user(progress)?;
     }
-    std::fs::create_dir_all(data.root())
-        .map_err(|e| Error::io(format!("creating {}", data.root().display()), e))?;
+    data.ensure_private()?;
     let kernel_built = kernel::build(data, progress)?;
     let agent = match agent {
         Some(path) => path,
@@ -318,13 +317,16 @@ pub fn doctor(data: &DataDir) -> Vec<Check> {
     }
     checks.push(check(
         "data dir",
-        std::fs::create_dir_all(data.root())
+        data.ensure_private()
             .map(|()| data.root().display().to_string())
-            .map_err(|e| {
-                (
+            .map_err(|e| match e {
+                Error::UnsafeDataDir { problem, fix, .. } => {
+                    (format!("{}: {problem}", data.root().display()), fix)
+                }
+                e => (
                     format!("{}: {e}", data.root().display()),
                     "set SMOLVM_DATA_DIR to a writable directory".into(),
-                )
+                ),
             }),
     ));
     checks

@@ -5,6 +5,7 @@
 //! [`crate::sandbox`]), so the registry can never claim that a dead VM runs. Names are unique
 //! by a database constraint, so concurrent `create`s can never hand out one name twice.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -46,9 +47,20 @@ fn db_error(e: rusqlite::Error) -> Error {
 impl Store {
     /// Opens (creating when needed) the registry of `data`.
     pub fn open(data: &DataDir) -> Result<Self> {
-        std::fs::create_dir_all(data.root())
-            .map_err(|e| Error::io(format!("creating {}", data.root().display()), e))?;
-        Self::open_path(&data.root().join("smolvm.db"))
+        data.ensure_private()?;
+        let path = data.root().join("smolvm.db");
+        // SQLite creates its database 0644 (minus the umask) and gives its journal the
+        // database's mode: create the file 0600 first.
+        if !path.exists() {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(crate::fsutil::PRIVATE_FILE)
+                .open(&path)
+                .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
+        }
+        Self::open_path(&path)
     }
 
     fn open_path(path: &Path) -> Result<Self> {

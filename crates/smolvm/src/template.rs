@@ -88,7 +88,7 @@ pub fn ensure(
         }
     }
     let parent = data.templates_dir();
-    std::fs::create_dir_all(&parent)
+    crate::fsutil::create_dir_private(&parent)
         .map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
     // One builder per template; the others wait and then use its result.
     let _lock = crate::fsutil::lock(&parent.join(format!(".{key}.lock")))?;
@@ -261,9 +261,11 @@ pub(crate) fn prepare_vm_dir(
         config.kernel_path = paths.kernel_link();
     }
     if snap.overlay().is_file() {
-        let tmp = paths.overlay().with_extension("qcow2.tmp");
-        std::fs::copy(snap.overlay(), &tmp)
-            .and_then(|_| std::fs::rename(&tmp, paths.overlay()))
+        crate::fsutil::AtomicFile::create(&paths.overlay(), crate::fsutil::PRIVATE_FILE)
+            .and_then(|mut tmp| {
+                std::io::copy(&mut std::fs::File::open(snap.overlay())?, tmp.file())?;
+                tmp.commit()
+            })
             .map_err(|e| {
                 Error::io(
                     format!("copying the snapshot's disk into {}", paths.dir().display()),

@@ -9,6 +9,10 @@ fn main() {
             std::process::exit(2);
         }
     };
+    // This process (not the SDK library) owns its umask: whatever it and QEMU create without
+    // an explicit mode (QEMU's QMP socket, its console file) is private to the user.
+    // SAFETY: umask has no preconditions; no other thread exists yet.
+    unsafe { libc::umask(0o077) };
     smolvm::supervisor::init_logging();
     std::process::exit(smolvm::supervisor::run(std::path::Path::new(&dir)));
 }

@@ -232,10 +232,11 @@ pub fn copy_with_new_init(base: &Path, dest: &Path, agent: &[u8], scratch: &Path
     }
     std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o644))
         .map_err(|e| Error::io(format!("preparing {}", dest.display()), e))?;
-    std::fs::create_dir_all(scratch)
+    crate::fsutil::create_dir_private(scratch)
         .map_err(|e| Error::io(format!("creating {}", scratch.display()), e))?;
     let staged = scratch.join(format!("agent-{}.init", std::process::id()));
-    std::fs::write(&staged, agent)
+    crate::fsutil::create_with_mode(&staged, crate::fsutil::PRIVATE_FILE)
+        .and_then(|mut file| file.write_all(agent))
         .map_err(|e| Error::io(format!("writing {}", staged.display()), e))?;
     let script = format!(
         "rm /init\nwrite {} /init\nset_inode_field /init mode 0100755\n",
@@ -303,25 +304,25 @@ pub fn create_overlay(paths: &VmPaths, base: &Path) -> Result<()> {
         program: "qemu-img",
         hint: "install it with `apt-get install qemu-utils` (or run `smolvm setup` as root)".into(),
     })?;
-    let tmp = overlay.with_extension("qcow2.tmp");
+    let creating = |e| Error::io(format!("creating {}", overlay.display()), e);
     // A relative backing name is resolved against the overlay's own folder, so the overlay
-    // is created in place (under a temporary name) and renamed once complete.
+    // is created in place (under a temporary name, 0600) and renamed once complete.
+    let tmp = crate::fsutil::AtomicFile::create(&overlay, crate::fsutil::PRIVATE_FILE)
+        .map_err(creating)?;
     let out = Command::new(qemu_img)
         .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
         .arg(&backing)
-        .arg(&tmp)
+        .arg(tmp.tmp_path())
         .current_dir(paths.dir())
         .output()
         .map_err(|e| Error::io("running qemu-img create", e))?;
     if !out.status.success() {
-        let _ = std::fs::remove_file(&tmp);
         return Err(Error::io(
             format!("creating the disk overlay {}", overlay.display()),
             std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_string()),
         ));
     }
-    std::fs::rename(&tmp, &overlay)
-        .map_err(|e| Error::io(format!("creating {}", overlay.display()), e))
+    tmp.commit().map_err(creating)
 }
 
 #[cfg(test)]

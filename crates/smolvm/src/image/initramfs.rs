@@ -241,28 +241,24 @@ fn write_image(
     progress: &dyn Progress,
 ) -> Result<()> {
     let dir = data.image_dir(name);
-    std::fs::create_dir_all(&dir)
+    crate::fsutil::create_dir_private(&dir)
         .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     let path = image::initramfs_path(data, name);
-    let tmp = path.with_extension("cpio.tmp");
     let written = (|| -> std::io::Result<u64> {
-        let file = std::fs::File::create(&tmp)?;
+        // Readable: a QEMU confined to another uid may need to read it.
+        let mut tmp = crate::fsutil::AtomicFile::create(&path, crate::fsutil::READABLE_FILE)?;
         let mut archive = Archive {
-            out: Some(BufWriter::new(file)),
+            out: Some(BufWriter::new(tmp.file())),
             ino: 0,
         };
         for entry in entries {
             archive.add(entry)?;
         }
-        let file = archive.finish()?.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
+        archive.finish()?.into_inner().map_err(|e| e.into_error())?;
+        tmp.commit()?;
         Ok(std::fs::metadata(&path)?.len())
     })();
-    let size_bytes = written.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(format!("writing {}", path.display()), e)
-    })?;
+    let size_bytes = written.map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
     image::write_meta(
         &dir,
         &ImageMeta {

@@ -102,7 +102,7 @@ pub fn build(data: &DataDir, progress: &dyn Progress) -> Result<bool> {
         )?;
         run_make(&tree, &["olddefconfig"], progress)?;
         verify_config(&tree)?;
-        std::fs::write(&config_stamp, &hash)
+        crate::fsutil::write_atomic(&config_stamp, hash.as_bytes())
             .map_err(|e| Error::io("writing the config stamp", e))?;
     }
     let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -111,7 +111,8 @@ pub fn build(data: &DataDir, progress: &dyn Progress) -> Result<bool> {
     let built = tree.join("vmlinux");
     let bytes =
         std::fs::read(&built).map_err(|e| Error::io(format!("reading {}", built.display()), e))?;
-    crate::fsutil::write_atomic(&data.kernel(), &bytes)
+    // Readable: a QEMU confined to another uid may need to read it.
+    crate::fsutil::write_atomic_mode(&data.kernel(), &bytes, crate::fsutil::READABLE_FILE)
         .map_err(|e| Error::io(format!("writing {}", data.kernel().display()), e))?;
     let meta = KernelMeta {
         inputs_hash: inputs_hash(&version),
@@ -137,7 +138,7 @@ fn unpack_source(data: &DataDir, version: &str, progress: &dyn Progress) -> Resu
         return Ok(tree);
     }
     let _ = std::fs::remove_dir_all(&tree);
-    std::fs::create_dir_all(&build)
+    crate::fsutil::create_dir_private(&build)
         .map_err(|e| Error::io(format!("creating {}", build.display()), e))?;
     progress.tick("unpacking the kernel source");
     run(
@@ -149,7 +150,8 @@ fn unpack_source(data: &DataDir, version: &str, progress: &dyn Progress) -> Resu
         "tar",
         progress,
     )?;
-    std::fs::write(&stamp, version).map_err(|e| Error::io("writing the source stamp", e))?;
+    crate::fsutil::write_atomic(&stamp, version.as_bytes())
+        .map_err(|e| Error::io("writing the source stamp", e))?;
     Ok(tree)
 }
 

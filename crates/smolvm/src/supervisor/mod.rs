@@ -7,6 +7,8 @@
 //! killed supervisor takes its VM with it; an ephemeral VM's supervisor stops the VM when its
 //! owner (the process that created it) goes away, detected as EOF on its stdin.
 
+mod accept;
+mod console;
 pub mod restore;
 mod router;
 mod serve;
@@ -158,7 +160,10 @@ pub fn run(dir: &Path) -> i32 {
             return 1;
         }
     };
-    let _ = std::fs::write(paths.supervisor_pid(), std::process::id().to_string());
+    let _ = crate::fsutil::write_atomic(
+        &paths.supervisor_pid(),
+        std::process::id().to_string().as_bytes(),
+    );
     match boot(&spec, &paths, started) {
         Ok((supervisor, Vmm(mut qemu, parent))) => {
             let status = qemu.wait();
@@ -316,7 +321,7 @@ fn boot(
     let spawned = crate::backend::spawn(prepared, &confinement)?;
     let qemu_pid = spawned.child.id();
     let mut guard = KillOnDrop(Some(spawned.child), spawned.parent);
-    let _ = std::fs::write(paths.qemu_pid(), qemu_pid.to_string());
+    let _ = crate::fsutil::write_atomic(&paths.qemu_pid(), qemu_pid.to_string().as_bytes());
     tracing::info!("VM {}: QEMU pid {qemu_pid}", config.vm_id);
     log_console(spawned.console, &paths.console_log())
         .map_err(|e| format!("cannot start the console logger: {e}"))?;
@@ -423,18 +428,13 @@ fn save_env(supervisor: &Supervisor, path: &Path) {
     }
 }
 
-/// Copies the guest's serial console into `path` on a thread of its own until QEMU closes it.
+/// Copies the guest's serial console into the capped `console.log` on a thread of its own
+/// until QEMU closes it.
 fn log_console(console: UnixStream, path: &Path) -> std::io::Result<()> {
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)?;
+    let log = console::ConsoleLog::open(path)?;
     std::thread::Builder::new()
         .name("console".into())
-        .spawn(move || {
-            let mut console = console;
-            let _ = std::io::copy(&mut console, &mut log);
-        })?;
+        .spawn(move || console::pump(console, log))?;
     Ok(())
 }
 

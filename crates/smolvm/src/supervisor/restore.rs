@@ -122,10 +122,11 @@ pub struct RawCheck {
 /// restores from it skip decompression. Used for templates, which are restored often.
 pub fn unpack_memory(dir: &Path) -> std::io::Result<RawCheck> {
     let files = SnapshotPaths::new(dir);
-    let tmp = files.memory_raw().with_extension("raw.tmp");
-    let result = (|| {
+    let mut raw =
+        crate::fsutil::AtomicFile::create(&files.memory_raw(), crate::fsutil::PRIVATE_FILE)?;
+    {
         let mut decoder = zstd::stream::Decoder::new(File::open(files.memory())?)?;
-        let mut out = std::io::BufWriter::new(File::create(&tmp)?);
+        let mut out = std::io::BufWriter::new(raw.file());
         let mut hasher = crc32fast::Hasher::new();
         let mut buf = vec![0u8; 1 << 20];
         let mut bytes = 0u64;
@@ -138,22 +139,20 @@ pub fn unpack_memory(dir: &Path) -> std::io::Result<RawCheck> {
             std::io::Write::write_all(&mut out, &buf[..n])?;
             bytes += n as u64;
         }
-        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        std::io::Write::flush(&mut out)?;
         let check = RawCheck {
             bytes,
             crc32: hasher.finalize(),
         };
+        // The check first: a memory file without its check is unpacked again, never trusted.
         crate::fsutil::write_atomic(
             &files.memory_raw_check(),
             &serde_json::to_vec(&check).expect("serialises"),
         )?;
-        std::fs::rename(&tmp, files.memory_raw())?;
+        drop(out);
+        raw.commit()?;
         Ok(check)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
     }
-    result
 }
 
 /// Decompresses `file` into QEMU's pipe.

@@ -7,20 +7,28 @@ use std::time::Duration;
 
 use smolvm_protocol::{read_frame, ErrorKind, FrameKind, Request, Response, PROTOCOL_VERSION};
 
+use super::accept;
 use super::router::Client;
 use super::{channel_bench, snapshot, status_of, Supervisor};
 
-/// Accepts clients until the listener fails (the supervisor exits with the VM).
+/// Accepts clients until the listener fails (the supervisor exits with the VM). Who may
+/// connect, how many at once and the back-off on `EMFILE` are in [`super::accept`].
 pub(crate) fn accept_clients(supervisor: &Arc<Supervisor>, listener: UnixListener) {
     let next_client = AtomicU64::new(1);
-    for stream in listener.incoming() {
-        let Ok(stream) = stream else { continue };
+    let end = accept::accept_loop(&listener, accept::MAX_CLIENTS, |stream, slot| {
         let id = next_client.fetch_add(1, Ordering::Relaxed);
         let supervisor = Arc::clone(supervisor);
-        let _ = std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name(format!("client-{id}"))
-            .spawn(move || serve_client(&supervisor, id, stream));
-    }
+            .spawn(move || {
+                serve_client(&supervisor, id, stream);
+                drop(slot);
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("cannot serve API client {id}: {e}");
+        }
+    });
+    tracing::error!("the API socket failed: {end}");
 }
 
 fn serve_client(supervisor: &Arc<Supervisor>, id: u64, stream: UnixStream) {

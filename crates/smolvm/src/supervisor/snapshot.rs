@@ -46,7 +46,7 @@ impl Supervisor {
         self.paused.store(paused, Ordering::SeqCst);
         let marker = self.paths.paused_marker();
         if paused {
-            let _ = std::fs::write(marker, b"");
+            let _ = crate::fsutil::create_with_mode(&marker, crate::fsutil::PRIVATE_FILE);
         } else {
             let _ = std::fs::remove_file(marker);
         }
@@ -211,7 +211,7 @@ fn write_snapshot(
     started: Instant,
 ) -> Result<SnapshotStats, String> {
     let io = |what: &str, path: &Path, e: std::io::Error| format!("{what} {}: {e}", path.display());
-    std::fs::create_dir_all(partial).map_err(|e| io("creating", partial, e))?;
+    crate::fsutil::create_dir_private(partial).map_err(|e| io("creating", partial, e))?;
     let files = SnapshotPaths::new(partial);
     // The stream comes over a socket pair whose other end QEMU gets through the monitor
     // (`getfd`): a confined QEMU can reach no socket by name.
@@ -271,7 +271,7 @@ fn write_snapshot(
 /// Compresses the migration stream into `path` (durably); returns the raw and compressed
 /// sizes.
 fn compress_stream(mut stream: UnixStream, path: &Path) -> std::io::Result<(u64, u64)> {
-    let file = std::fs::File::create(path)?;
+    let file = crate::fsutil::create_with_mode(path, crate::fsutil::PRIVATE_FILE)?;
     let mut encoder = zstd::stream::Encoder::new(std::io::BufWriter::new(file), ZSTD_LEVEL)?;
     encoder.include_checksum(true)?;
     encoder.include_contentsize(false)?;
@@ -337,8 +337,15 @@ fn copy_boot_files(supervisor: &Supervisor, files: &SnapshotPaths) -> Result<u64
             )?;
             let copied = std::fs::copy(vm.overlay(), files.overlay())
                 .map_err(|e| format!("copying the disk overlay: {e}"))?;
+            // fs::copy keeps the source's mode, which an older version made 0644.
             std::fs::File::open(files.overlay())
-                .and_then(|f| f.sync_all())
+                .and_then(|f| {
+                    use std::os::unix::fs::PermissionsExt;
+                    f.set_permissions(std::fs::Permissions::from_mode(
+                        crate::fsutil::PRIVATE_FILE,
+                    ))?;
+                    f.sync_all()
+                })
                 .map_err(|e| format!("syncing the disk overlay copy: {e}"))?;
             Ok(copied)
         }

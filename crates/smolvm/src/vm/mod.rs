@@ -360,7 +360,7 @@ impl SmolVm {
         let dir = self.paths.dir();
         // The name was free in the registry, so anything left here is debris of a crash.
         let _ = std::fs::remove_dir_all(dir);
-        if let Err(e) = std::fs::create_dir_all(dir) {
+        if let Err(e) = crate::fsutil::create_dir_private(dir) {
             self.unregister();
             return Err(Error::io(format!("creating {}", dir.display()), e));
         }

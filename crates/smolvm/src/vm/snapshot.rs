@@ -74,7 +74,7 @@ impl SmolVm {
             });
         }
         let parent = self.data.snapshots_dir();
-        std::fs::create_dir_all(&parent)
+        crate::fsutil::create_dir_private(&parent)
             .map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
         self.snapshot_into(&dir, &id, options, None)
     }

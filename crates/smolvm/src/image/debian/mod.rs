@@ -217,7 +217,7 @@ pub fn build(
         return Ok(false);
     }
     let locks = data.build_dir().join("locks");
-    std::fs::create_dir_all(&locks)
+    crate::fsutil::create_dir_private(&locks)
         .map_err(|e| Error::io(format!("creating {}", locks.display()), e))?;
     // One build per image name at a time; a second `setup` waits, then finds it current.
     let _lock = lock(&locks.join(format!("image-{}.lock", spec.name)))?;
@@ -377,7 +377,7 @@ fn build_in(
 ) -> Result<PathBuf> {
     let cache = data.root().join("cache").join("debootstrap");
     for dir in [tree, &cache, &data.image_dir(&spec.name)] {
-        std::fs::create_dir_all(dir)
+        crate::fsutil::create_dir_private(dir)
             .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     }
     let mirror = mirror();

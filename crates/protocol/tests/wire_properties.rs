@@ -185,10 +185,8 @@ fn request_strategy() -> impl Strategy<Value = Request> {
         Just(Request::Shutdown),
         Just(Request::Status),
         any::<u64>().prop_map(|grace_ms| Request::Stop { grace_ms }),
-        (any::<u32>(), any::<u32>()).prop_map(|(rounds, size)| Request::ChannelBench {
-            rounds,
-            size
-        }),
+        (any::<u32>(), any::<u32>())
+            .prop_map(|(rounds, size)| Request::ChannelBench { rounds, size }),
         Just(Request::Pause),
         Just(Request::Resume),
     ]
@@ -250,9 +248,8 @@ fn response_strategy() -> impl Strategy<Value = Response> {
         )
             .prop_map(|(kind, mode, size)| Response::FileInfo { kind, mode, size }),
         vec(entry, 0..3).prop_map(|entries| Response::Tree { entries }),
-        vec(any::<u64>(), 0..8).prop_map(|round_trips_ns| Response::ChannelBench {
-            round_trips_ns
-        }),
+        vec(any::<u64>(), 0..8)
+            .prop_map(|round_trips_ns| Response::ChannelBench { round_trips_ns }),
         (proptest::sample::select(kinds), text())
             .prop_map(|(kind, message)| Response::error(kind, message)),
     ]

@@ -267,10 +267,7 @@ mod tests {
 
     #[test]
     fn run_options_cap_output_by_default() {
-        assert_eq!(
-            RunOptions::default().max_output,
-            Some(DEFAULT_MAX_OUTPUT)
-        );
+        assert_eq!(RunOptions::default().max_output, Some(DEFAULT_MAX_OUTPUT));
         assert_eq!(RunOptions::raw().with_max_output(None).max_output, None);
     }
 

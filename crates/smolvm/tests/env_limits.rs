@@ -6,9 +6,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use smolvm::protocol::{
-    EnvValidationError, ErrorKind, MAX_ENV_ENTRY_BYTES, MAX_ENV_TOTAL_BYTES,
-};
+use smolvm::protocol::{EnvValidationError, ErrorKind, MAX_ENV_ENTRY_BYTES, MAX_ENV_TOTAL_BYTES};
 use smolvm::Error;
 
 fn one(key: &str, value: String) -> BTreeMap<String, String> {
@@ -60,9 +58,7 @@ fn the_merged_set_must_fit_the_budget_and_the_agent_refuses_it() {
         (0..8).map(|i| (format!("A{i}"), value.clone())).collect();
     vm.set_env_vars(&first, true).unwrap();
     let before = vm.list_env_vars().unwrap();
-    let err = vm
-        .set_env_vars(&one("B", value.clone()), true)
-        .unwrap_err();
+    let err = vm.set_env_vars(&one("B", value.clone()), true).unwrap_err();
     assert!(
         matches!(
             err,

@@ -128,8 +128,14 @@ mod tests {
 
     #[test]
     fn interactive_exec_has_no_default_timeout_but_takes_one() {
-        assert_eq!(timeout_of(&["smolvm", "exec", "-it", "box", "--", "sh"]), None);
-        assert_eq!(timeout_of(&["smolvm", "exec", "-i", "box", "--", "cat"]), None);
+        assert_eq!(
+            timeout_of(&["smolvm", "exec", "-it", "box", "--", "sh"]),
+            None
+        );
+        assert_eq!(
+            timeout_of(&["smolvm", "exec", "-i", "box", "--", "cat"]),
+            None
+        );
         assert_eq!(
             timeout_of(&["smolvm", "exec", "-i", "--timeout", "5", "box", "--", "cat"]),
             Some(Duration::from_secs(5))

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use smolvm_protocol::{
-    validate_env_key, validate_env_set, validate_env_value, ErrorKind, ExecRequest, FrameKind, Request, Response,
-    TtySize,
+    validate_env_key, validate_env_set, validate_env_value, ErrorKind, ExecRequest, FrameKind,
+    Request, Response, TtySize,
 };
 
 use super::{SmolVm, VmState, CANCEL_POLL, TIMEOUT_SLACK};

@@ -22,7 +22,7 @@ pub fn timeout_from_secs(secs: Option<f64>, interactive: bool) -> Result<Option<
     match secs {
         None if interactive => Ok(None),
         None => Ok(Some(DEFAULT_TIMEOUT)),
-        Some(s) if s == 0.0 => Ok(None),
+        Some(0.0) => Ok(None),
         Some(s) if s.is_finite() && s > 0.0 => Ok(Some(Duration::from_secs_f64(s))),
         Some(s) => bail!(smolvm::Error::InvalidConfig {
             field: "--timeout",

@@ -11,8 +11,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use smolvm_protocol::{
-    parse_env_file, render_env_file, validate_env_key, validate_env_value, ErrorKind, Response,
-    ENV_FILE_PATH,
+    parse_env_file, render_env_file, validate_env_key, validate_env_set, validate_env_value,
+    ErrorKind, Response, ENV_FILE_PATH,
 };
 
 use crate::server::Shared;
@@ -26,14 +26,24 @@ pub fn set(shared: &Shared, vars: BTreeMap<String, String>, merge: bool) -> Resp
         }
     }
     let _guard = shared.env_lock.lock().unwrap_or_else(|e| e.into_inner());
-    let result = (|| {
-        let mut current = if merge { load()? } else { BTreeMap::new() };
-        current.extend(vars);
-        store(&current)?;
-        Ok(current.into_keys().collect())
-    })();
-    match result {
-        Ok(keys) => Response::EnvKeys { keys },
+    let mut current = if merge {
+        match load() {
+            Ok(current) => current,
+            Err(e) => return io_error(e),
+        }
+    } else {
+        BTreeMap::new()
+    };
+    current.extend(vars);
+    // Only here is the merged set known: a set too large to export would break every later
+    // login-shell command, so it is refused and the file stays as it was.
+    if let Err(e) = validate_env_set(&current) {
+        return Response::error(ErrorKind::Validation, e.to_string());
+    }
+    match store(&current) {
+        Ok(()) => Response::EnvKeys {
+            keys: current.into_keys().collect(),
+        },
         Err(e) => io_error(e),
     }
 }

@@ -224,7 +224,8 @@ pub struct ExecArgs {
     /// Use a raw shell (`sh -c`): no profile, no managed variables.
     #[arg(long)]
     pub raw: bool,
-    /// Kill the command after this many seconds (default: no limit).
+    /// Kill the command's process group after this many seconds; 0 means no limit.
+    /// Default: 30 s, as the SDK's run(); no limit with -i or -t.
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<f64>,
     /// Extra variable for this command only, repeatable.
@@ -311,7 +312,8 @@ pub struct RunArgs {
     /// Use a raw shell (`sh -c`): no profile, no managed variables.
     #[arg(long)]
     pub raw: bool,
-    /// Kill the command after this many seconds (default: no limit).
+    /// Kill the command's process group after this many seconds; 0 means no limit.
+    /// Default: 30 s, as the SDK's run().
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<f64>,
     /// Set an environment variable (login shells see it), repeatable.

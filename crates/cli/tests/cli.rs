@@ -53,8 +53,12 @@ fn run_timeout_exits_124_and_bad_input_exits_2() {
         "{}",
         text(&out.stderr)
     );
+    // 0 means no limit (the default, 30 s, is unit-tested with the argument parser).
+    let out = run(&["run", "--timeout", "0", "--", "sleep 1; echo slept"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "slept\n");
     for args in [
-        vec!["run", "--timeout", "0", "--", "true"],
+        vec!["run", "--timeout", "nan", "--", "true"],
         vec!["run", "--memory", "32", "--", "true"],
         vec!["run", "--env", "NOEQUALS", "--", "true"],
         vec!["run", "--env", "1BAD=x", "--", "true"],

@@ -12,6 +12,27 @@ pub const ENV_FILE_PATH: &str = "/etc/profile.d/smolvm_env.sh";
 /// The lines that open the file, before one `export` line per variable.
 pub const ENV_FILE_HEADER: &str = "#!/bin/sh\n# SmolVM managed environment variables\n\n";
 
+/// Longest `KEY=value` string, counting its terminating NUL, that Linux passes through
+/// `execve`: `MAX_ARG_STRLEN`, 32 pages of 4 KiB. A login shell exports every managed variable
+/// to each program it starts, so one longer variable would make every later command fail
+/// with "Argument list too long" (`E2BIG`).
+pub const MAX_ENV_ENTRY_BYTES: usize = 32 * 4096;
+
+/// Budget for the whole managed set: the sum over variables of `KEY=value` + NUL + one
+/// 8-byte pointer, which is how the kernel charges an environment against `ARG_MAX`.
+///
+/// `ARG_MAX` is a quarter of the stack limit, 2 MiB with Linux's default 8 MiB stack. Half
+/// of it goes to the managed set; the other half stays for the command line (one argument
+/// alone may take 128 KiB), the base environment (PATH, HOME, TERM...), per-command
+/// variables and whatever the command itself passes on to the programs it runs. Counting the
+/// pointers keeps a million one-letter variables out as well as one huge one.
+pub const MAX_ENV_TOTAL_BYTES: usize = 1 << 20;
+
+/// Bytes of argument space one variable costs in `execve`: `KEY=value`, its NUL and a pointer.
+pub fn env_entry_cost(key: &str, value: &str) -> usize {
+    key.len() + 1 + value.len() + 1 + std::mem::size_of::<u64>()
+}
+
 /// Why a key or value was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EnvValidationError {
@@ -24,6 +45,46 @@ pub enum EnvValidationError {
     /// The value contains a NUL byte, which no environment can hold.
     #[error("Invalid value for environment variable {0:?}: values cannot contain NUL bytes")]
     NulInValue(String),
+    /// `KEY=value` is longer than one environment string may be.
+    #[error(
+        "Value of environment variable {key:?} is too long: {key}=value takes {bytes} bytes \
+         with its NUL, over Linux's {max}-byte limit for one environment string \
+         (MAX_ARG_STRLEN), so every command would fail with \"Argument list too long\"; \
+         put large data in a file instead (write_file / upload_file)"
+    )]
+    ValueTooLong {
+        /// The variable's name.
+        key: String,
+        /// Length of `KEY=value` plus its NUL.
+        bytes: usize,
+        /// [`MAX_ENV_ENTRY_BYTES`].
+        max: usize,
+    },
+    /// The whole set of variables would not leave room for commands to run.
+    #[error(
+        "Environment variables too large: the managed set would take {bytes} bytes of \
+         argument space (KEY=value, NUL and pointer each), over the {max}-byte budget that \
+         leaves room under ARG_MAX for the command and the base environment; unset some \
+         variables or put large data in files"
+    )]
+    SetTooLarge {
+        /// What the set would cost.
+        bytes: usize,
+        /// [`MAX_ENV_TOTAL_BYTES`].
+        max: usize,
+    },
+}
+
+impl EnvValidationError {
+    /// The variable the error is about, when it is about one.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            Self::InvalidKey(key) | Self::NulInValue(key) | Self::ValueTooLong { key, .. } => {
+                Some(key)
+            }
+            Self::SetTooLarge { .. } => None,
+        }
+    }
 }
 
 /// Checks that `key` fully matches `^[A-Za-z_][A-Za-z0-9_]*$`.
@@ -39,10 +100,38 @@ pub fn validate_env_key(key: &str) -> Result<(), EnvValidationError> {
     }
 }
 
-/// Checks that `value` (of variable `key`) can be stored: anything but NUL.
+/// Checks that `value` (of variable `key`) can be stored and exported: no NUL, and
+/// `KEY=value` with its NUL within [`MAX_ENV_ENTRY_BYTES`].
 pub fn validate_env_value(key: &str, value: &str) -> Result<(), EnvValidationError> {
     if value.contains('\0') {
-        Err(EnvValidationError::NulInValue(key.to_string()))
+        return Err(EnvValidationError::NulInValue(key.to_string()));
+    }
+    let bytes = key.len() + 1 + value.len() + 1;
+    if bytes > MAX_ENV_ENTRY_BYTES {
+        return Err(EnvValidationError::ValueTooLong {
+            key: key.to_string(),
+            bytes,
+            max: MAX_ENV_ENTRY_BYTES,
+        });
+    }
+    Ok(())
+}
+
+/// Checks that a whole set of variables fits [`MAX_ENV_TOTAL_BYTES`]. Apply it to the set
+/// as it will be after a merge: only the side that holds the current set (the agent) can.
+pub fn validate_env_set<'a, I>(vars: I) -> Result<(), EnvValidationError>
+where
+    I: IntoIterator<Item = (&'a String, &'a String)>,
+{
+    let bytes: usize = vars
+        .into_iter()
+        .map(|(key, value)| env_entry_cost(key, value))
+        .sum();
+    if bytes > MAX_ENV_TOTAL_BYTES {
+        Err(EnvValidationError::SetTooLarge {
+            bytes,
+            max: MAX_ENV_TOTAL_BYTES,
+        })
     } else {
         Ok(())
     }
@@ -180,6 +269,53 @@ mod tests {
     fn nul_is_the_only_forbidden_value_byte() {
         assert!(validate_env_value("K", "a\0b").is_err());
         assert!(validate_env_value("K", "'\"$`\\\t\n\r ünï -x").is_ok());
+    }
+
+    #[test]
+    fn one_variable_may_take_at_most_max_arg_strlen() {
+        // "BIG=" + value + NUL == 131072 is the longest string execve takes.
+        let fits = "x".repeat(MAX_ENV_ENTRY_BYTES - "BIG=".len() - 1);
+        assert!(validate_env_value("BIG", &fits).is_ok());
+        let over = format!("{fits}x");
+        let err = validate_env_value("BIG", &over).unwrap_err();
+        assert_eq!(
+            err,
+            EnvValidationError::ValueTooLong {
+                key: "BIG".into(),
+                bytes: MAX_ENV_ENTRY_BYTES + 1,
+                max: MAX_ENV_ENTRY_BYTES
+            }
+        );
+        assert_eq!(err.key(), Some("BIG"));
+        assert!(err.to_string().contains("Argument list too long"), "{err}");
+        // The key counts too.
+        let long_key = "K".repeat(100);
+        assert!(validate_env_value(&long_key, &fits).is_err());
+    }
+
+    #[test]
+    fn the_whole_set_must_fit_the_budget() {
+        let value = "v".repeat(100 * 1024);
+        let mut vars = BTreeMap::new();
+        for i in 0..10 {
+            vars.insert(format!("V{i}"), value.clone());
+        }
+        // Ten 100 KiB values: 1000 KiB + overhead, under 1 MiB.
+        assert!(validate_env_set(&vars).is_ok());
+        vars.insert("V10".into(), value.clone());
+        let err = validate_env_set(&vars).unwrap_err();
+        assert!(
+            matches!(err, EnvValidationError::SetTooLarge { bytes, max }
+                if bytes > max && max == MAX_ENV_TOTAL_BYTES),
+            "{err:?}"
+        );
+        assert_eq!(err.key(), None);
+        // Many tiny variables are charged their pointers too.
+        let tiny: BTreeMap<String, String> = (0..MAX_ENV_TOTAL_BYTES / 12)
+            .map(|i| (format!("A{i}"), String::new()))
+            .collect();
+        assert!(validate_env_set(&tiny).is_err());
+        assert!(validate_env_set(&BTreeMap::new()).is_ok());
     }
 
     #[test]

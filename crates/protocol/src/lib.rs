@@ -15,8 +15,9 @@ mod frame;
 mod message;
 
 pub use envfile::{
-    parse_env_file, render_env_file, validate_env_key, validate_env_value, EnvValidationError,
-    ENV_FILE_HEADER, ENV_FILE_PATH,
+    env_entry_cost, parse_env_file, render_env_file, validate_env_key, validate_env_set,
+    validate_env_value, EnvValidationError, ENV_FILE_HEADER, ENV_FILE_PATH, MAX_ENV_ENTRY_BYTES,
+    MAX_ENV_TOTAL_BYTES,
 };
 pub use error::ProtocolError;
 pub use frame::{read_frame, write_frame, Frame, FrameKind, HEADER_LEN, MAX_PAYLOAD};

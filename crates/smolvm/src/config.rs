@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
-use smolvm_protocol::{validate_env_key, validate_env_value};
+use smolvm_protocol::{validate_env_key, validate_env_set, validate_env_value};
 
 use crate::dirs::DataDir;
 use crate::error::{Error, Result};
@@ -187,6 +187,7 @@ impl VmConfig {
             validate_env_key(key)?;
             validate_env_value(key, value)?;
         }
+        validate_env_set(&self.env_vars)?;
         let image = match (&self.image, &self.rootfs_path) {
             (Some(image), _) => image.clone(),
             (None, Some(_)) => CUSTOM_IMAGE.to_string(),
@@ -309,6 +310,27 @@ mod tests {
             err.to_string().contains("Invalid environment variable key"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn env_values_too_large_to_exec_are_refused() {
+        let data = DataDir::at("/nonexistent");
+        let mut config = VmConfig::default();
+        config.env_vars.insert(
+            "BIG".into(),
+            "x".repeat(smolvm_protocol::MAX_ENV_ENTRY_BYTES),
+        );
+        let err = config.validate(&data).unwrap_err().to_string();
+        assert!(err.contains("too long") && err.contains("BIG"), "{err}");
+
+        let mut config = VmConfig::default();
+        for i in 0..9 {
+            config
+                .env_vars
+                .insert(format!("V{i}"), "x".repeat(120 * 1024));
+        }
+        let err = config.validate(&data).unwrap_err().to_string();
+        assert!(err.contains("budget"), "{err}");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use smolvm_protocol::{FrameKind, Response, Shell, TtySize};
 
 use crate::client::{Call, Connection};
 use crate::error::{Error, Result};
-use crate::run::CommandResult;
+use crate::run::{CappedBuffer, CommandResult};
 use crate::vm::SmolVm;
 
 /// Largest stdin chunk sent in one frame.
@@ -143,20 +143,33 @@ impl Process {
         }
     }
 
-    /// Collects the rest of the output and the exit code.
-    pub fn wait(mut self) -> Result<CommandResult> {
-        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    /// Collects the rest of the output and the exit code, keeping at most
+    /// [`crate::run::DEFAULT_MAX_OUTPUT`] bytes of each stream (see [`Process::wait_with`]).
+    pub fn wait(self) -> Result<CommandResult> {
+        self.wait_with(Some(crate::run::DEFAULT_MAX_OUTPUT))
+    }
+
+    /// Collects the rest of the output and the exit code, keeping at most `max_output` bytes
+    /// of each stream (`None`: everything); the rest is read and dropped and the result's
+    /// `*_truncated` flags say so.
+    pub fn wait_with(mut self, max_output: Option<usize>) -> Result<CommandResult> {
+        let mut stdout = CappedBuffer::new(max_output);
+        let mut stderr = CappedBuffer::new(max_output);
         loop {
             match self.next_event(None)? {
-                Some(Event::Stdout(b)) => stdout.extend(b),
-                Some(Event::Stderr(b)) => stderr.extend(b),
+                Some(Event::Stdout(b)) => stdout.push(&b),
+                Some(Event::Stderr(b)) => stderr.push(&b),
                 Some(Event::Exit(exit_code)) => {
+                    let (stdout, stdout_truncated) = stdout.finish();
+                    let (stderr, stderr_truncated) = stderr.finish();
                     return Ok(CommandResult {
                         exit_code,
                         stdout,
                         stderr,
+                        stdout_truncated,
+                        stderr_truncated,
                         guest_time: Duration::ZERO,
-                    })
+                    });
                 }
                 None => {}
             }
@@ -173,6 +186,8 @@ impl SmolVm {
             env: options.env.clone(),
             cwd: options.cwd.clone(),
             cancel: None,
+            // A spawned process's output goes to its reader, never into a buffer here.
+            max_output: None,
         };
         crate::vm::validate_run(command, &run_options)?;
         let conn: Arc<Connection> = self.conn("Cannot run command")?;

@@ -10,7 +10,7 @@ pub fn exec(args: ExecArgs, json: bool) -> Result<i32> {
     let command = join_command_words(&args.command);
     let options = RunOptions {
         shell: if args.raw { Shell::Raw } else { Shell::Login },
-        timeout: super::run::timeout_from_secs(args.timeout)?,
+        timeout: super::run::timeout_from_secs(args.timeout, args.interactive || args.tty)?,
         env: super::parse_env_pairs(&args.env)?,
         ..RunOptions::default()
     };

@@ -10,14 +10,23 @@ use smolvm::{Output, RunOptions, Shell, SmolVm, VmConfig};
 use crate::cli::RunArgs;
 use crate::output::print_json;
 
-/// Converts `--timeout SECS` to a duration, refusing zero, negative and non-finite values.
-pub fn timeout_from_secs(secs: Option<f64>) -> Result<Option<Duration>> {
+/// The timeout of a non-interactive `run` or `exec` without `--timeout`: the SDK's `run()`
+/// default, so that a command that hangs (or a guest that never lets it end) cannot hold the
+/// terminal, or a script calling us, forever.
+pub const DEFAULT_TIMEOUT: Duration = smolvm::run::DEFAULT_TIMEOUT;
+
+/// Converts `--timeout SECS` to the command's limit: absent means [`DEFAULT_TIMEOUT`], or no
+/// limit for an `interactive` session (a person is at the keyboard and ends it); `0` means
+/// no limit. Negative and non-finite values are refused.
+pub fn timeout_from_secs(secs: Option<f64>, interactive: bool) -> Result<Option<Duration>> {
     match secs {
-        None => Ok(None),
+        None if interactive => Ok(None),
+        None => Ok(Some(DEFAULT_TIMEOUT)),
+        Some(0.0) => Ok(None),
         Some(s) if s.is_finite() && s > 0.0 => Ok(Some(Duration::from_secs_f64(s))),
         Some(s) => bail!(smolvm::Error::InvalidConfig {
             field: "--timeout",
-            reason: format!("{s} is not a positive number of seconds"),
+            reason: format!("{s} is not a number of seconds (use 0 for no limit)"),
         }),
     }
 }
@@ -26,7 +35,7 @@ pub fn run(args: RunArgs, json: bool) -> Result<i32> {
     let command = join_command_words(&args.command);
     let options = RunOptions {
         shell: if args.raw { Shell::Raw } else { Shell::Login },
-        timeout: timeout_from_secs(args.timeout)?,
+        timeout: timeout_from_secs(args.timeout, false)?,
         ..RunOptions::default()
     };
     let config = VmConfig {
@@ -49,8 +58,9 @@ pub fn run(args: RunArgs, json: bool) -> Result<i32> {
 }
 
 /// Runs `command` and reports it: with `json`, one envelope carrying the output (the VM's
-/// name under `id_key`); otherwise stdout and stderr stream to ours as they arrive. Returns
-/// the command's exit code.
+/// name under `id_key`; each stream capped at the SDK's 64 MiB, with `*_truncated` flags);
+/// otherwise stdout and stderr stream to ours as they arrive, uncapped, since nothing is
+/// kept. Returns the command's exit code.
 pub fn run_and_report(
     vm: &SmolVm,
     command: &str,
@@ -65,6 +75,8 @@ pub fn run_and_report(
             "exit_code": result.exit_code,
             "stdout": result.stdout_str(),
             "stderr": result.stderr_str(),
+            "stdout_truncated": result.stdout_truncated,
+            "stderr_truncated": result.stderr_truncated,
         }));
         return Ok(result.exit_code);
     }
@@ -79,4 +91,61 @@ pub fn run_and_report(
         }
     })?;
     Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn timeout_of(argv: &[&str]) -> Option<Duration> {
+        let cli = Cli::try_parse_from(argv).unwrap();
+        match cli.command {
+            Command::Run(args) => timeout_from_secs(args.timeout, false).unwrap(),
+            Command::Exec(args) => {
+                timeout_from_secs(args.timeout, args.interactive || args.tty).unwrap()
+            }
+            other => panic!("not run/exec: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn run_and_exec_default_to_thirty_seconds_and_zero_means_none() {
+        let thirty = Some(Duration::from_secs(30));
+        assert_eq!(timeout_of(&["smolvm", "run", "--", "true"]), thirty);
+        assert_eq!(timeout_of(&["smolvm", "exec", "box", "--", "true"]), thirty);
+        assert_eq!(
+            timeout_of(&["smolvm", "run", "--timeout", "0", "--", "true"]),
+            None
+        );
+        assert_eq!(
+            timeout_of(&["smolvm", "exec", "--timeout", "2.5", "box", "--", "true"]),
+            Some(Duration::from_millis(2500))
+        );
+    }
+
+    #[test]
+    fn interactive_exec_has_no_default_timeout_but_takes_one() {
+        assert_eq!(
+            timeout_of(&["smolvm", "exec", "-it", "box", "--", "sh"]),
+            None
+        );
+        assert_eq!(
+            timeout_of(&["smolvm", "exec", "-i", "box", "--", "cat"]),
+            None
+        );
+        assert_eq!(
+            timeout_of(&["smolvm", "exec", "-i", "--timeout", "5", "box", "--", "cat"]),
+            Some(Duration::from_secs(5))
+        );
+    }
+
+    #[test]
+    fn negative_and_non_finite_timeouts_are_refused() {
+        for bad in [-1.0, f64::NAN, f64::INFINITY] {
+            assert!(timeout_from_secs(Some(bad), false).is_err(), "{bad}");
+        }
+    }
 }

@@ -4,13 +4,13 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use smolvm_protocol::{
-    validate_env_key, validate_env_value, ErrorKind, ExecRequest, FrameKind, Request, Response,
-    TtySize,
+    validate_env_key, validate_env_set, validate_env_value, ErrorKind, ExecRequest, FrameKind,
+    Request, Response, TtySize,
 };
 
 use super::{SmolVm, VmState, CANCEL_POLL, TIMEOUT_SLACK};
 use crate::error::{Error, Result};
-use crate::run::{CommandResult, Output, RunOptions};
+use crate::run::{CappedBuffer, CommandResult, Output, RunOptions};
 
 impl SmolVm {
     /// Runs `command` in a login shell with the default timeout (30 s).
@@ -18,24 +18,33 @@ impl SmolVm {
         self.run_with(command, &RunOptions::default())
     }
 
-    /// Runs `command` with `options`, collecting its output.
+    /// Runs `command` with `options`, collecting its output: at most
+    /// [`RunOptions::max_output`] bytes of each stream are kept (64 MiB by default); output
+    /// past that is read and dropped, so the command still runs to its end, and the result's
+    /// `stdout_truncated` / `stderr_truncated` says so.
     pub fn run_with(&self, command: &str, options: &RunOptions) -> Result<CommandResult> {
-        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        let mut stdout = CappedBuffer::new(options.max_output);
+        let mut stderr = CappedBuffer::new(options.max_output);
         let (exit_code, guest_time) =
             self.run_streaming(command, options, &mut |chunk| match chunk {
-                Output::Stdout(b) => stdout.extend_from_slice(b),
-                Output::Stderr(b) => stderr.extend_from_slice(b),
+                Output::Stdout(b) => stdout.push(b),
+                Output::Stderr(b) => stderr.push(b),
             })?;
+        let (stdout, stdout_truncated) = stdout.finish();
+        let (stderr, stderr_truncated) = stderr.finish();
         Ok(CommandResult {
             exit_code,
             stdout,
             stderr,
+            stdout_truncated,
+            stderr_truncated,
             guest_time,
         })
     }
 
     /// Runs `command`, handing each piece of output to `sink` as it arrives. Returns the exit
-    /// code and the guest-side run time.
+    /// code and the guest-side run time. Nothing is buffered here, so there is no output cap:
+    /// `sink` decides what to keep.
     pub fn run_streaming(
         &self,
         command: &str,
@@ -137,7 +146,9 @@ impl SmolVm {
 
     /// Sets environment variables for login shells (merged into the current set unless
     /// `merge` is false). Returns the sorted names of all variables present afterwards.
-    /// The whole batch is validated first: an invalid key or value changes nothing.
+    /// The whole batch is validated first: an invalid key or value, a `KEY=value` over
+    /// [`smolvm_protocol::MAX_ENV_ENTRY_BYTES`], or a resulting set over
+    /// [`smolvm_protocol::MAX_ENV_TOTAL_BYTES`] changes nothing.
     pub fn set_env_vars(
         &self,
         vars: &BTreeMap<String, String>,
@@ -147,6 +158,9 @@ impl SmolVm {
             validate_env_key(key)?;
             validate_env_value(key, value)?;
         }
+        // A merge only adds to the batch, so a batch over the budget is refused here without a
+        // round trip; whether the merged set fits is the agent's check, which knows the set.
+        validate_env_set(vars)?;
         match self.env_call(&Request::EnvSet {
             vars: vars.clone(),
             merge,

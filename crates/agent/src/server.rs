@@ -53,6 +53,15 @@ impl Shared {
         rx
     }
 
+    /// Whether request `id` is still registered: a streamed answer (a file being read, a
+    /// tree being listed) stops once the host cancelled it with a signal.
+    pub fn is_open(&self, id: u64) -> bool {
+        self.execs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&id)
+    }
+
     /// Forgets request `id`.
     pub fn close_stream(&self, id: u64) {
         self.execs
@@ -77,14 +86,29 @@ impl Shared {
     /// Sends one frame; a failure means the host is gone, which the frame loop notices.
     pub fn send(&self, frame: &Frame) {
         let Ok(bytes) = frame.encode() else { return };
-        let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = writer.write_all(&bytes);
+        self.write_encoded(&bytes);
     }
 
-    /// Sends the final response to request `id`.
+    fn write_encoded(&self, bytes: &[u8]) {
+        let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = writer.write_all(bytes);
+    }
+
+    /// Sends the final response to request `id`. An answer that cannot be encoded or is
+    /// over the frame limit is replaced by an error saying so: never dropped silently, which
+    /// would leave the host waiting for an answer that never comes.
     pub fn respond(&self, id: u64, response: &Response) {
-        if let Ok(frame) = Frame::response(id, response) {
-            self.send(&frame);
+        match Frame::response(id, response).and_then(|frame| frame.encode()) {
+            Ok(bytes) => self.write_encoded(&bytes),
+            Err(e) => {
+                let error = Response::error(
+                    ErrorKind::Internal,
+                    format!("the agent's answer could not be sent: {e}"),
+                );
+                if let Ok(frame) = Frame::response(id, &error) {
+                    self.send(&frame);
+                }
+            }
         }
     }
 }
@@ -230,6 +254,11 @@ fn dispatch(shared: &Arc<Shared>, id: u64, request: Request) {
         | Request::MakeDir { .. }
         | Request::Symlink { .. }
         | Request::ListTree { .. }) => {
+            if matches!(request, Request::ReadFile { .. } | Request::ListTree { .. }) {
+                // Registered now so that a cancelling signal that follows at once finds it;
+                // these requests take no stdin.
+                drop(shared.open_stream(id));
+            }
             let worker = Arc::clone(shared);
             spawn_worker(shared, id, move || files::handle(&worker, id, request));
         }

@@ -282,3 +282,102 @@ pub fn install(staging: Staging, dest: &Path, overwrite: bool) -> io::Result<()>
 pub fn mode_of(meta: &fs::Metadata) -> u32 {
     meta.permissions().mode() & 0o7777
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{symlink, MetadataExt};
+
+    fn scratch(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("smolvm-local-{tag}-{}", std::process::id()));
+        remove_tree(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn staging_never_follows_or_replaces_what_is_there() {
+        let dir = scratch("nofollow");
+        let outside = dir.join("outside");
+        fs::create_dir(&outside).unwrap();
+        fs::set_permissions(&outside, fs::Permissions::from_mode(0o755)).unwrap();
+        let mut staging = Staging::create(&dir.join("dest")).unwrap();
+        assert!(staging
+            .path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with(".dest.smolvm-partial-"));
+        // A symlink in the tree (as a hostile listing could make one before a later entry).
+        symlink(&outside, staging.path.join("l")).unwrap();
+        // chmod through it: refused (O_NOFOLLOW), the outside folder keeps its mode.
+        assert!(staging.set_dir_mode("l", 0o777).is_err());
+        assert_eq!(fs::metadata(&outside).unwrap().mode() & 0o7777, 0o755);
+        // Files through it or at its place: refused.
+        assert!(staging.create_file("l/x").is_err());
+        assert!(staging.create_file("l").is_err());
+        assert!(staging.mkdir("l/sub").is_err());
+        assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+        // A file is never created twice.
+        staging.create_file("f").unwrap();
+        assert!(staging.create_file("f").is_err());
+        let path = staging.path.clone();
+        drop(staging);
+        assert!(!path.exists(), "a dropped staging folder is removed");
+        remove_tree(&dir);
+    }
+
+    #[test]
+    fn install_refuses_an_occupied_destination_unless_overwrite() {
+        let dir = scratch("install");
+        let dest = dir.join("home");
+        fs::create_dir(&dest).unwrap();
+        fs::write(dest.join(".bashrc"), b"mine").unwrap();
+        assert_eq!(occupied(&dest).unwrap(), Occupied::Taken);
+        let mut staging = Staging::create(&dest).unwrap();
+        staging.create_file(".bashrc").unwrap();
+        let path = staging.path.clone();
+        assert!(install(staging, &dest, false).is_err());
+        assert_eq!(fs::read(dest.join(".bashrc")).unwrap(), b"mine");
+        assert!(!path.exists(), "the refused tree is removed");
+
+        // overwrite replaces the folder's whole content (nothing merged, nothing left over).
+        fs::write(dest.join("old-only"), b"x").unwrap();
+        let mut staging = Staging::create(&dest).unwrap();
+        staging.mkdir("ro").unwrap();
+        staging.create_file("ro/new").unwrap();
+        staging.set_dir_mode("ro", 0o555).unwrap();
+        install(staging, &dest, true).unwrap();
+        assert!(dest.join("ro/new").exists());
+        assert!(!dest.join("old-only").exists() && !dest.join(".bashrc").exists());
+        let names: Vec<_> = fs::read_dir(&dir).unwrap().flatten().collect();
+        assert_eq!(
+            names.len(),
+            1,
+            "nothing but the destination is left: {names:?}"
+        );
+
+        // An empty folder, or nothing, is free.
+        let empty = dir.join("empty");
+        fs::create_dir(&empty).unwrap();
+        assert_eq!(occupied(&empty).unwrap(), Occupied::Free);
+        assert_eq!(occupied(&dir.join("absent")).unwrap(), Occupied::Free);
+        install(Staging::create(&empty).unwrap(), &empty, false).unwrap();
+        // A symlink at the destination is taken, never followed.
+        symlink(&empty, dir.join("link")).unwrap();
+        assert_eq!(occupied(&dir.join("link")).unwrap(), Occupied::Taken);
+        remove_tree(&dir);
+    }
+
+    #[test]
+    fn read_only_trees_are_still_removed() {
+        let dir = scratch("readonly");
+        fs::create_dir_all(dir.join("a/b")).unwrap();
+        fs::write(dir.join("a/b/f"), b"x").unwrap();
+        fs::set_permissions(dir.join("a/b"), fs::Permissions::from_mode(0o500)).unwrap();
+        fs::set_permissions(dir.join("a"), fs::Permissions::from_mode(0o500)).unwrap();
+        remove_tree(&dir);
+        assert!(!dir.exists());
+        assert!(available_bytes(&std::env::temp_dir()).unwrap() > 0);
+    }
+}

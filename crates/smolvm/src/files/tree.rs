@@ -6,7 +6,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use smolvm_protocol::{FileKind, FrameKind, Request, Response, TreeEntry};
+use smolvm_protocol::{ErrorKind, FileKind, FrameKind, Request, Response, TreeEntry};
 
 use super::local::{self, Occupied, Staging};
 use super::plan::{self, Limits, Node};
@@ -174,18 +174,17 @@ impl SmolVm {
         let deadline = options.timeout.map(|t| Instant::now() + t);
         let root_mode = match self.stat(guest_dir)? {
             Some(info) if info.kind == FileKind::Dir => info.mode,
-            Some(_) => {
-                return Err(Error::InvalidConfig {
-                    field: "guest path",
-                    reason: format!("{guest_dir} is not a directory in the guest"),
-                })
-            }
-            None => {
-                return Err(Error::NotFound {
-                    what: "guest directory",
-                    name: guest_dir.into(),
-                    hint: "check the path in the guest".into(),
-                })
+            // The same errors the agent gives for a path that is missing or not a folder.
+            other => {
+                let (kind, what) = match other {
+                    Some(_) => (ErrorKind::InvalidRequest, "is not a directory"),
+                    None => (ErrorKind::NotFound, "No such file or directory"),
+                };
+                return Err(Error::Guest {
+                    vm_id: self.vm_id().into(),
+                    kind,
+                    message: format!("{guest_dir}: {what}"),
+                });
             }
         };
         let entries = self.list_tree_with(

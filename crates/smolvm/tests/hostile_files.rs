@@ -157,6 +157,15 @@ fn trees_never_escape_merge_or_keep_setuid() {
         .download_file_with("/s/suid", &dir.join("suid-kept"), &kept)
         .unwrap();
     assert_eq!(mode(&file), 0o6755);
+    // A symlink at a file download's destination is replaced, never written through.
+    let victim = dir.join("victim");
+    std::fs::write(&victim, b"victim\n").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::symlink(&victim, dir.join("via-link")).unwrap();
+    let file = vm.download_file("/s/suid", &dir.join("via-link")).unwrap();
+    assert!(std::fs::symlink_metadata(&file).unwrap().is_file());
+    assert_eq!(std::fs::read(&victim).unwrap(), b"victim\n");
+    assert_eq!(mode(&victim), 0o600);
     let tree = dir.join("s");
     vm.download_dir("/s", &tree).unwrap();
     assert_eq!(mode(&tree.join("suid")), 0o755);
@@ -231,6 +240,20 @@ fn a_sparse_terabyte_is_refused_at_once_and_a_stalled_guest_times_out() {
     );
     // The cancelled reads stopped: the channel serves the next request at once.
     assert_eq!(vm.run("echo alive").unwrap().output(), "alive");
+
+    // A guest file that sends more than the listing announced (a procfs file is listed
+    // with size 0): cut off, the whole download refused, nothing left behind.
+    assert!(vm
+        .run(
+            "mkdir -p /lie && echo pad > /lie/a && touch /lie/hostname \
+             && mount --bind /proc/sys/kernel/hostname /lie/hostname"
+        )
+        .unwrap()
+        .ok());
+    let err = vm.download_dir("/lie", &dir.join("lie")).unwrap_err();
+    assert_eq!(rule_of(&err), Some(TransferRule::TooLarge), "{err}");
+    assert!(err.to_string().contains("listing announced"), "{err}");
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
 
     // A guest that never sends (a FIFO nobody writes) hits the idle timeout.
     let started = Instant::now();

@@ -255,17 +255,20 @@ pub fn install(staging: Staging, dest: &Path, overwrite: bool) -> io::Result<()>
         Ok(()) => staging.keep(),
         Err(e) if !overwrite => return Err(e),
         Err(_) => {
-            // The old content goes where the staging tree was, then is deleted.
-            let old = staging.path.clone();
-            if renameat2(&staging.path, dest, libc::RENAME_EXCHANGE).is_err() {
+            // Swap: the old content ends up at the staging path, then is deleted.
+            let old = if renameat2(&staging.path, dest, libc::RENAME_EXCHANGE).is_ok() {
+                staging.path.clone()
+            } else {
+                // A filesystem without RENAME_EXCHANGE: move the old content aside first
+                // (put back if the new tree cannot take its place).
                 let aside = PathBuf::from(format!("{}.old", staging.path.display()));
                 fs::rename(dest, &aside)?;
                 if let Err(e) = fs::rename(&staging.path, dest) {
                     let _ = fs::rename(&aside, dest);
                     return Err(e);
                 }
-                fs::rename(&aside, &old)?;
-            }
+                aside
+            };
             staging.keep();
             if fs::symlink_metadata(&old).is_ok_and(|m| m.is_dir()) {
                 remove_tree(&old);

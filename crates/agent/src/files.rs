@@ -295,6 +295,10 @@ fn list_tree(shared: &Shared, id: u64, root: &Path) -> Result<Response, Response
             chunk.extend_from_slice(&json);
             if chunk.len() >= LIST_CHUNK {
                 flush(&mut chunk);
+                // Checked per chunk too: one folder may hold millions of entries.
+                if !shared.is_open(id) {
+                    return Err(cancelled(root));
+                }
             }
             if kind == FileKind::Dir {
                 pending.push(rel_child);

@@ -496,7 +496,6 @@ fn parse_shell(shell: &str) -> PyResult<Shell> {
     }
 }
 
-/// A timeout in seconds, `None` for no limit.
 /// The SDK's download options from the Python keywords (`None`: the SDK's default).
 fn download_options(
     overwrite: bool,
@@ -517,6 +516,7 @@ fn download_options(
     })
 }
 
+/// A timeout in seconds, `None` for no limit.
 fn parse_timeout(timeout: Option<f64>) -> PyResult<Option<Duration>> {
     timeout
         .map(|secs| {

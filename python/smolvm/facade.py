@@ -415,19 +415,38 @@ class SmolVM:
         guest = _guest_path("guest_path", guest_path)
         return str(self._native.upload_file(local, guest))
 
-    def download_file(self, guest_path: str, local_path: LocalPath) -> str:
+    def download_file(
+        self,
+        guest_path: str,
+        local_path: LocalPath,
+        *,
+        keep_special_bits: bool = False,
+        max_bytes: Optional[int] = None,
+        idle_timeout: Optional[float] = None,
+        timeout: Optional[float] = None,
+    ) -> str:
         """Copies a file from the guest to the host.
 
         Args:
             guest_path: The absolute guest path of the file.
             local_path: Where to put it (``str`` or ``os.PathLike``). A trailing ``/``, or
                 an existing local directory, appends the guest file's name.
+            keep_special_bits: Keep the setuid, setgid and sticky bits the guest gave
+                (dropped by default).
+            max_bytes: Refuse files larger than this. Files that do not fit in the
+                destination's free space (less 16 MiB) are always refused.
+            idle_timeout: Give up when the guest sends nothing for this many seconds
+                (default 60).
+            timeout: Give up when the whole download takes longer (default: no limit).
 
         Returns:
             The local path written.
 
-        Missing parent directories are created and the file's permission bits are kept.
-        The write is atomic (a temporary file in the same directory, renamed into place).
+        Missing parent directories are created and the file's permission bits are kept
+        (less setuid/setgid/sticky). The write is atomic (a temporary file in the same
+        directory, renamed into place; an existing file is replaced). The guest's announced
+        size is checked before anything is written and every byte is counted, so a huge or
+        lying guest file is refused with nothing left behind.
 
         Raises:
             SmolVMFileNotFoundError: ``guest_path`` does not exist in the guest (also a
@@ -435,10 +454,22 @@ class SmolVM:
             ValidationError: ``guest_path`` is not absolute (also a ``ValueError``).
             VMNotRunningError: the VM is not running.
             GuestError: the guest could not read the file (e.g. it is a directory).
+            OperationTimeoutError: the guest stalled past ``idle_timeout`` or ``timeout``.
+            SmolVMError: the file is over ``max_bytes`` or the free space
+                (``details["rule"]`` is ``"too_large"`` or ``"no_space"``).
         """
         guest = _guest_path("guest_path", guest_path)
         local = _local_path("local_path", local_path)
-        return str(self._native.download_file(guest, local))
+        return str(
+            self._native.download_file(
+                guest,
+                local,
+                keep_special_bits=keep_special_bits,
+                max_bytes=max_bytes,
+                idle_timeout=idle_timeout,
+                timeout=timeout,
+            )
+        )
 
     def write_file(
         self,
@@ -485,6 +516,11 @@ class SmolVM:
         """Copies a host directory tree into the guest directory ``guest_path`` (created;
         the tree's content goes inside it), keeping permission bits and symlinks.
 
+        Symlinks are copied only when they stay inside ``local_path`` (resolved against
+        it, following its own links); an absolute link or one that leads out of the folder
+        is refused, naming it, before anything is sent (``ValidationError``,
+        ``details["rule"] == "unsafe_upload"``).
+
         Raises:
             SmolVMFileNotFoundError: ``local_path`` does not exist.
             ValidationError: ``guest_path`` is not absolute, or ``local_path`` is not a
@@ -494,21 +530,64 @@ class SmolVM:
         local = _local_path("local_path", local_path)
         self._native.upload_dir(local, _guest_path("guest_path", guest_path))
 
-    def download_dir(self, guest_path: str, local_path: LocalPath) -> None:
-        """Copies the guest directory tree ``guest_path`` into the host directory
-        ``local_path`` (created), keeping permission bits and symlinks.
+    def download_dir(
+        self,
+        guest_path: str,
+        local_path: LocalPath,
+        *,
+        overwrite: bool = False,
+        keep_special_bits: bool = False,
+        max_bytes: Optional[int] = None,
+        max_entries: Optional[int] = None,
+        idle_timeout: Optional[float] = None,
+        timeout: Optional[float] = None,
+    ) -> str:
+        """Copies the guest directory tree ``guest_path`` to the host directory
+        ``local_path``, which ends up holding exactly that tree (folders, files, symlinks,
+        permission bits less setuid/setgid/sticky unless ``keep_special_bits``).
 
-        Nothing is ever written outside ``local_path``: entries or symlinks that would
-        escape it are refused before anything is written.
+        Nothing outside ``local_path`` is ever created, followed or changed: the guest's
+        whole listing is checked first (symlinks that leave the tree at any step, duplicate
+        or non-relative paths are refused, naming the entry), the tree is built in a hidden
+        folder beside ``local_path`` without following any link and renamed into place.
+
+        Args:
+            overwrite: When ``local_path`` exists and is not empty, replace it (its old
+                content is deleted, nothing is merged). Without it such a download is
+                refused before anything is fetched.
+            keep_special_bits: Keep setuid, setgid and sticky bits.
+            max_bytes: Refuse trees whose files add up to more; trees that do not fit in
+                the free space (less 16 MiB) are always refused.
+            max_entries: Refuse trees with more entries (default 1,000,000).
+            idle_timeout: Give up when the guest sends nothing for this many seconds
+                (default 60).
+            timeout: Give up when the whole download takes longer (default: no limit).
+
+        Returns:
+            The local path written (absolute).
 
         Raises:
             SmolVMFileNotFoundError: ``guest_path`` does not exist in the guest.
-            ValidationError: ``guest_path`` is not absolute, or the guest tree holds an
-                entry that would escape ``local_path``.
+            ValidationError: ``guest_path`` is not absolute, the guest tree holds an entry
+                that would escape ``local_path`` (``details["rule"] == "unsafe_tree"``), or
+                ``local_path`` is not empty (``"destination_not_empty"``).
             VMNotRunningError: the VM is not running.
+            OperationTimeoutError: the guest stalled past ``idle_timeout`` or ``timeout``.
+            SmolVMError: the tree is over a cap (``"too_large"``, ``"no_space"``).
         """
         guest = _guest_path("guest_path", guest_path)
-        self._native.download_dir(guest, _local_path("local_path", local_path))
+        return str(
+            self._native.download_dir(
+                guest,
+                _local_path("local_path", local_path),
+                overwrite=overwrite,
+                keep_special_bits=keep_special_bits,
+                max_bytes=max_bytes,
+                max_entries=max_entries,
+                idle_timeout=idle_timeout,
+                timeout=timeout,
+            )
+        )
 
     # -- environment variables -------------------------------------------------------------
 

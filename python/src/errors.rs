@@ -10,7 +10,7 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyType};
-use smolvm::Error;
+use smolvm::{Error, TransferRule};
 use smolvm_protocol::{EnvValidationError, ErrorKind};
 
 /// The exception classes raised by the extension, in `smolvm.exceptions`.
@@ -210,6 +210,17 @@ pub fn to_py(py: Python<'_>, err: Error) -> PyErr {
             (Class::Connection, vec![("vm_id", s(vm_id))])
         }
         Error::Io { .. } | Error::Build(_) => (Class::Base, Vec::new()),
+        Error::Transfer { rule, .. } => {
+            let (class, name) = match rule {
+                TransferRule::UnsafeTree => (Class::Validation, "unsafe_tree"),
+                TransferRule::UnsafeUpload => (Class::Validation, "unsafe_upload"),
+                TransferRule::DestinationNotEmpty => (Class::Validation, "destination_not_empty"),
+                TransferRule::TooLarge => (Class::Base, "too_large"),
+                TransferRule::NoSpace => (Class::Base, "no_space"),
+                TransferRule::Stalled => (Class::Timeout, "stalled"),
+            };
+            (class, vec![("rule", s(name))])
+        }
         // Variants the SDK may add later are still SmolVMErrors.
         #[allow(unreachable_patterns)]
         _ => (Class::Base, Vec::new()),

@@ -11,6 +11,7 @@ use std::time::Duration;
 use pyo3::exceptions::{PyKeyboardInterrupt, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
+use smolvm::files::DownloadOptions;
 use smolvm::launch::Launcher;
 use smolvm::process::SpawnOptions;
 use smolvm::{
@@ -272,14 +273,30 @@ impl NativeVm {
     }
 
     /// Copies the guest file `guest_path` to `local`; returns the local path written.
+    /// Setuid/setgid/sticky bits are dropped unless `keep_special_bits`; `max_bytes`,
+    /// `idle_timeout` and `timeout` (seconds) cap the transfer.
+    #[pyo3(signature = (guest_path, local, keep_special_bits = false, max_bytes = None, idle_timeout = None, timeout = None))]
+    #[allow(clippy::too_many_arguments)]
     fn download_file(
         &self,
         py: Python<'_>,
         guest_path: &str,
         local: PathBuf,
+        keep_special_bits: bool,
+        max_bytes: Option<u64>,
+        idle_timeout: Option<f64>,
+        timeout: Option<f64>,
     ) -> PyResult<OsString> {
+        let options = download_options(
+            false,
+            keep_special_bits,
+            max_bytes,
+            None,
+            idle_timeout,
+            timeout,
+        )?;
         let vm = self.vm();
-        py.detach(|| vm.download_file(guest_path, &local))
+        py.detach(|| vm.download_file_with(guest_path, &local, &options))
             .map(PathBuf::into_os_string)
             .map_err(|e| errors::file_to_py(py, e, Some(&local), guest_path))
     }
@@ -307,10 +324,33 @@ impl NativeVm {
             .map_err(|e| errors::file_to_py(py, e, Some(&local), guest_dir))
     }
 
-    /// Copies the guest directory tree `guest_dir` into the local directory `local`.
-    fn download_dir(&self, py: Python<'_>, guest_dir: &str, local: PathBuf) -> PyResult<()> {
+    /// Copies the guest directory tree `guest_dir` to the local directory `local` with the
+    /// SDK's rules (see `SmolVm::download_dir_with`); returns the local path written.
+    #[pyo3(signature = (guest_dir, local, overwrite = false, keep_special_bits = false, max_bytes = None, max_entries = None, idle_timeout = None, timeout = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn download_dir(
+        &self,
+        py: Python<'_>,
+        guest_dir: &str,
+        local: PathBuf,
+        overwrite: bool,
+        keep_special_bits: bool,
+        max_bytes: Option<u64>,
+        max_entries: Option<usize>,
+        idle_timeout: Option<f64>,
+        timeout: Option<f64>,
+    ) -> PyResult<OsString> {
+        let options = download_options(
+            overwrite,
+            keep_special_bits,
+            max_bytes,
+            max_entries,
+            idle_timeout,
+            timeout,
+        )?;
         let vm = self.vm();
-        py.detach(|| vm.download_dir(guest_dir, &local))
+        py.detach(|| vm.download_dir_with(guest_dir, &local, &options))
+            .map(PathBuf::into_os_string)
             .map_err(|e| errors::file_to_py(py, e, Some(&local), guest_dir))
     }
 
@@ -454,6 +494,26 @@ fn parse_shell(shell: &str) -> PyResult<Shell> {
             "shell must be \"login\" or \"raw\", not {other:?}"
         ))),
     }
+}
+
+/// The SDK's download options from the Python keywords (`None`: the SDK's default).
+fn download_options(
+    overwrite: bool,
+    keep_special_bits: bool,
+    max_bytes: Option<u64>,
+    max_entries: Option<usize>,
+    idle_timeout: Option<f64>,
+    timeout: Option<f64>,
+) -> PyResult<DownloadOptions> {
+    let defaults = DownloadOptions::default();
+    Ok(DownloadOptions {
+        overwrite,
+        keep_special_bits,
+        max_bytes,
+        max_entries: max_entries.unwrap_or(defaults.max_entries),
+        idle_timeout: parse_timeout(idle_timeout)?.unwrap_or(defaults.idle_timeout),
+        timeout: parse_timeout(timeout)?,
+    })
 }
 
 /// A timeout in seconds, `None` for no limit.

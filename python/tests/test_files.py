@@ -140,6 +140,27 @@ def test_tree_upload_and_download(vm, tmp_path):
     assert describe_tree(dest) == describe_tree(src)
 
 
+def test_download_dir_never_merges_and_drops_setuid(vm, tmp_path):
+    vm.run("rm -rf /srv/s && mkdir -p /srv/s && cp /bin/true /srv/s/tool && chmod 6755 /srv/s/tool")
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".bashrc").write_text("mine")
+    with pytest.raises(ValidationError) as info:
+        vm.download_dir("/srv/s", home)
+    assert info.value.details["rule"] == "destination_not_empty"
+    assert (home / ".bashrc").read_text() == "mine"
+    assert vm.download_dir("/srv/s", home, overwrite=True) == str(home.resolve())
+    assert not (home / ".bashrc").exists()
+    assert stat.S_IMODE((home / "tool").stat().st_mode) == 0o755
+    kept = vm.download_file("/srv/s/tool", tmp_path / "kept", keep_special_bits=True)
+    assert stat.S_IMODE(Path(kept).stat().st_mode) == 0o6755
+    vm.run("ln -s ../../etc /srv/s/escape")
+    with pytest.raises(ValidationError) as info:
+        vm.download_dir("/srv/s", tmp_path / "fresh")
+    assert info.value.details["rule"] == "unsafe_tree"
+    assert not (tmp_path / "fresh").exists()
+
+
 def test_missing_local_file(vm, tmp_path):
     missing = tmp_path / "nope.txt"
     with pytest.raises(FileNotFoundError) as info:

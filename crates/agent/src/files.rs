@@ -148,7 +148,9 @@ pub fn handle(shared: &Arc<Shared>, id: u64, request: Request, window: &OutputWi
                 .map(|()| Response::Ok)
                 .map_err(|e| io_error(&p, &e))
         }),
-        Request::ListTree { path } => absolute(&path).and_then(|p| list_tree(&p)),
+        Request::ListTree { path } => {
+            absolute(&path).and_then(|p| list_tree(shared, id, &p, window))
+        }
         other => Err(Response::error(
             ErrorKind::InvalidRequest,
             format!("not a file request: {}", other.log_summary()),
@@ -156,6 +158,14 @@ pub fn handle(shared: &Arc<Shared>, id: u64, request: Request, window: &OutputWi
     };
     shared.close_stream(id);
     shared.respond(id, &response.unwrap_or_else(|e| e));
+}
+
+/// The answer to a request the host cancelled while it was being streamed.
+fn cancelled(path: &Path) -> Response {
+    Response::error(
+        ErrorKind::Io,
+        format!("reading {} was cancelled", path.display()),
+    )
 }
 
 fn kind_of(meta: &fs::Metadata) -> FileKind {
@@ -200,16 +210,27 @@ fn read_file(
             format!("{} is not a regular file", path.display()),
         ));
     }
+    // Announce the size first, so that the host can refuse what it cannot hold (a sparse
+    // 1 TiB file) before any content is sent.
+    let announce = Response::FileInfo {
+        kind: Some(FileKind::File),
+        mode: meta.permissions().mode() & 0o7777,
+        size: meta.len(),
+    };
+    if let Ok(json) = serde_json::to_vec(&announce) {
+        if !window.take_exact(json.len()) {
+            return Err(cancelled(path));
+        }
+        shared.send(&Frame::data(id, FrameKind::Stderr, json));
+    }
     let mut buf = vec![0u8; CHUNK];
     let mut size = 0u64;
     loop {
-        // As much as the host has room for (waiting for it if need be).
+        // As much as the host has room for (waiting for it if need be); nothing once the
+        // host cancelled the request.
         let allowed = window.take(CHUNK);
-        if allowed == 0 {
-            return Err(Response::error(
-                ErrorKind::Io,
-                format!("reading {} was cancelled", path.display()),
-            ));
+        if allowed == 0 || !shared.is_open(id) {
+            return Err(cancelled(path));
         }
         let n = match file.read(&mut buf[..allowed]) {
             Ok(0) => break,
@@ -234,7 +255,20 @@ fn make_dir(path: &Path, mode: u32) -> Result<Response, Response> {
     Ok(Response::Ok)
 }
 
-fn list_tree(root: &Path) -> Result<Response, Response> {
+/// Bytes of JSON after which a listing chunk is sent: far below the frame limit, and small
+/// enough that the host sees progress (and can cancel) while a huge tree is walked.
+const LIST_CHUNK: usize = 256 << 10;
+
+/// Walks the tree under `root` (symlinks not followed, parents before children) and streams
+/// its entries as `Stdout` frames, each a JSON array of [`TreeEntry`], then answers with an
+/// empty [`Response::Tree`]. No frame ever nears the frame limit, whatever the tree's size;
+/// the walk stops when the host cancels it.
+fn list_tree(
+    shared: &Shared,
+    id: u64,
+    root: &Path,
+    window: &OutputWindow,
+) -> Result<Response, Response> {
     let meta = fs::symlink_metadata(root).map_err(|e| io_error(root, &e))?;
     if !meta.is_dir() {
         return Err(Response::error(
@@ -242,9 +276,23 @@ fn list_tree(root: &Path) -> Result<Response, Response> {
             format!("{} is not a directory", root.display()),
         ));
     }
-    let mut entries = Vec::new();
+    let mut chunk = Vec::with_capacity(LIST_CHUNK + 8192);
+    // Each chunk waits for room in the request's output window.
+    let flush = |chunk: &mut Vec<u8>| -> Result<(), Response> {
+        if !chunk.is_empty() {
+            chunk.push(b']');
+            if !window.take_exact(chunk.len()) {
+                return Err(cancelled(root));
+            }
+            shared.send(&Frame::data(id, FrameKind::Stdout, std::mem::take(chunk)));
+        }
+        Ok(())
+    };
     let mut pending = vec![PathBuf::new()];
     while let Some(rel) = pending.pop() {
+        if !shared.is_open(id) {
+            return Err(cancelled(root));
+        }
         let dir = root.join(&rel);
         let mut children: Vec<_> = fs::read_dir(&dir)
             .map_err(|e| io_error(&dir, &e))?
@@ -263,17 +311,34 @@ fn list_tree(root: &Path) -> Result<Response, Response> {
                         .map(|t| t.to_string_lossy().into_owned())
                 })
                 .flatten();
-            entries.push(TreeEntry {
+            let entry = TreeEntry {
                 path: rel_child.to_string_lossy().into_owned(),
                 kind,
                 mode: meta.permissions().mode() & 0o7777,
                 size: meta.len(),
                 target,
-            });
+            };
+            // One entry is at most a few KiB (paths are under PATH_MAX): a chunk stays far
+            // below the frame limit.
+            let json = serde_json::to_vec(&entry).map_err(|e| {
+                Response::error(ErrorKind::Internal, format!("encoding the listing: {e}"))
+            })?;
+            chunk.push(if chunk.is_empty() { b'[' } else { b',' });
+            chunk.extend_from_slice(&json);
+            if chunk.len() >= LIST_CHUNK {
+                flush(&mut chunk)?;
+                // Checked per chunk too: one folder may hold millions of entries.
+                if !shared.is_open(id) {
+                    return Err(cancelled(root));
+                }
+            }
             if kind == FileKind::Dir {
                 pending.push(rel_child);
             }
         }
     }
-    Ok(Response::Tree { entries })
+    flush(&mut chunk)?;
+    Ok(Response::Tree {
+        entries: Vec::new(),
+    })
 }

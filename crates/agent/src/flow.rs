@@ -92,6 +92,19 @@ impl OutputWindow {
         }
     }
 
+    /// Waits until exactly `bytes` have been taken (in as many steps as credit arrives);
+    /// `false` when the request was cancelled meanwhile.
+    pub fn take_exact(&self, bytes: usize) -> bool {
+        let mut taken = 0;
+        while taken < bytes {
+            match self.take(bytes - taken) {
+                0 => return false,
+                n => taken += n,
+            }
+        }
+        true
+    }
+
     /// Whether credit is available (or the request is closed, so waiting is pointless).
     pub fn open_or_closed(&self) -> bool {
         self.state().is_none_or(|available| available > 0)

@@ -62,6 +62,15 @@ impl Shared {
         Ok((rx, window))
     }
 
+    /// Whether request `id` is still registered: a streamed answer (a file being read, a
+    /// tree being listed) stops once the host cancelled it with a signal.
+    pub fn is_open(&self, id: u64) -> bool {
+        self.execs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&id)
+    }
+
     /// Forgets request `id`, waking anything waiting for its output credit.
     pub fn close_stream(&self, id: u64) {
         let control = self
@@ -116,14 +125,29 @@ impl Shared {
     /// Sends one frame; a failure means the host is gone, which the frame loop notices.
     pub fn send(&self, frame: &Frame) {
         let Ok(bytes) = frame.encode() else { return };
-        let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = writer.write_all(&bytes);
+        self.write_encoded(&bytes);
     }
 
-    /// Sends the final response to request `id`.
+    fn write_encoded(&self, bytes: &[u8]) {
+        let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = writer.write_all(bytes);
+    }
+
+    /// Sends the final response to request `id`. An answer that cannot be encoded or is
+    /// over the frame limit is replaced by an error saying so: never dropped silently, which
+    /// would leave the host waiting for an answer that never comes.
     pub fn respond(&self, id: u64, response: &Response) {
-        if let Ok(frame) = Frame::response(id, response) {
-            self.send(&frame);
+        match Frame::response(id, response).and_then(|frame| frame.encode()) {
+            Ok(bytes) => self.write_encoded(&bytes),
+            Err(e) => {
+                let error = Response::error(
+                    ErrorKind::Internal,
+                    format!("the agent's answer could not be sent: {e}"),
+                );
+                if let Ok(frame) = Frame::response(id, &error) {
+                    self.send(&frame);
+                }
+            }
         }
     }
 }

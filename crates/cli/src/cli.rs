@@ -77,6 +77,10 @@ pub struct CpArgs {
     /// Copy directories recursively.
     #[arg(short = 'r', long)]
     pub recursive: bool,
+    /// Downloading a tree: replace the destination folder when it exists and is not empty
+    /// (its old content is deleted, nothing is merged). Without it such a copy is refused.
+    #[arg(long)]
+    pub overwrite: bool,
     /// `LOCAL` or `NAME:/absolute/path`.
     pub source: String,
     /// `LOCAL` or `NAME:/absolute/path`.

@@ -46,6 +46,7 @@ fn classify(err: &anyhow::Error) -> (&'static str, i32, Option<String>) {
         return ("error", 1, None);
     };
     use smolvm::Error as E;
+    use smolvm::TransferRule;
     match err {
         E::InvalidConfig { .. } | E::InvalidEnv(_) => ("invalid_input", EXIT_INVALID, None),
         E::VmNotRunning { vm_id, state, .. } if state == "paused" => {
@@ -89,6 +90,18 @@ fn classify(err: &anyhow::Error) -> (&'static str, i32, Option<String>) {
         E::NoSpace { .. } => ("no_space", 1, None),
         // The message already names the path and the fix.
         E::UnsafeDataDir { .. } => ("unsafe_data_dir", 1, None),
+        E::Transfer { rule, .. } => match rule {
+            TransferRule::UnsafeTree => ("unsafe_tree", 1, None),
+            TransferRule::UnsafeUpload => ("unsafe_upload", EXIT_INVALID, None),
+            TransferRule::DestinationNotEmpty => (
+                "destination_not_empty",
+                EXIT_INVALID,
+                Some("smolvm cp -r --overwrite NAME:/path DIR".into()),
+            ),
+            TransferRule::TooLarge => ("too_large", 1, None),
+            TransferRule::NoSpace => ("no_space", 1, None),
+            TransferRule::Stalled => ("timeout", EXIT_TIMEOUT, None),
+        },
     }
 }
 

@@ -123,7 +123,11 @@ pub enum Request {
         #[serde(default)]
         parents: bool,
     },
-    /// Read a file: its content comes back as `Stdout` frames, then [`Response::FileInfo`].
+    /// Read a file (symlinks followed): first a `Stderr` frame carrying a JSON
+    /// [`Response::FileInfo`] that announces the size and mode of the opened file, then its
+    /// content as `Stdout` frames, then [`Response::FileInfo`]. A `Signal` frame cancels the
+    /// read (answered by an error). Hosts must treat the announcement as a claim: the guest
+    /// may send more or less.
     ReadFile {
         /// Absolute guest path.
         path: String,
@@ -147,7 +151,11 @@ pub enum Request {
         /// What it points to (stored as given).
         target: String,
     },
-    /// List a directory tree (symlinks not followed); answered by [`Response::Tree`].
+    /// List a directory tree (symlinks not followed, parents before children): the entries
+    /// come as `Stdout` frames, each a JSON array of [`TreeEntry`] of at most a few hundred
+    /// KiB, then [`Response::Tree`] with any remaining entries (none from this agent; older
+    /// agents sent all of them there, which failed past the frame limit). A `Signal` frame
+    /// cancels the walk.
     ListTree {
         /// Absolute guest path of the root.
         path: String,
@@ -367,7 +375,8 @@ pub enum Response {
         /// Size in bytes.
         size: u64,
     },
-    /// Entries of a `ListTree`, parents before children.
+    /// The end of a `ListTree`, with the entries not already streamed, parents before
+    /// children.
     Tree {
         /// The entries.
         entries: Vec<TreeEntry>,

@@ -156,6 +156,37 @@ pub enum Error {
         /// How to fix it, e.g. `chmod 700 PATH`.
         fix: String,
     },
+    /// A file transfer was refused or stopped by one of its safety rules (see
+    /// [`TransferRule`]); nothing was left at the destination.
+    #[error("{what} refused: {reason}; {hint}")]
+    Transfer {
+        /// What was being transferred, e.g. `download of /out from VM vm-1a2b3c4d`.
+        what: String,
+        /// The rule that stopped it.
+        rule: TransferRule,
+        /// The facts: which entry, which size, which path.
+        reason: String,
+        /// What to do about it.
+        hint: String,
+    },
+}
+
+/// The safety rules of file transfers, so that callers can tell refusals apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferRule {
+    /// The guest's tree listing is malformed or would create, follow or change something
+    /// outside the destination (escaping symlink, duplicate path, missing parent...).
+    UnsafeTree,
+    /// A local symlink being uploaded points outside the uploaded tree.
+    UnsafeUpload,
+    /// The destination exists and is not empty, and overwriting was not asked for.
+    DestinationNotEmpty,
+    /// The announced or received size, or the number of entries, is over a cap.
+    TooLarge,
+    /// The destination filesystem has not enough free space for the announced size.
+    NoSpace,
+    /// The guest sent nothing for longer than the idle timeout, or the deadline passed.
+    Stalled,
 }
 
 impl Error {

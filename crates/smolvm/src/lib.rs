@@ -37,7 +37,8 @@ pub mod vm;
 
 pub use config::{ValidConfig, VmConfig, DEFAULT_BOOT_ARGS};
 pub use dirs::DataDir;
-pub use error::{Error, Result};
+pub use error::{Error, Result, TransferRule};
+pub use files::DownloadOptions;
 pub use run::{CancelToken, CommandResult, Output, RunOptions, Shell};
 /// The wire protocol (re-exported for error kinds and low-level clients).
 pub use smolvm_protocol as protocol;

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
+use smolvm::files::DownloadOptions;
 use smolvm::protocol::FileKind;
 use smolvm::SmolVm;
 
@@ -51,7 +52,7 @@ pub fn cp(args: CpArgs, json: bool) -> Result<i32> {
     );
     let written = match (from, to) {
         (Location::Local(local), Location::Guest { sandbox, path }) => upload(&SmolVm::attach(&sandbox)?, &local, &path, args.recursive)?,
-        (Location::Guest { sandbox, path }, Location::Local(local)) => download(&SmolVm::attach(&sandbox)?, &path, &local, args.recursive)?,
+        (Location::Guest { sandbox, path }, Location::Local(local)) => download(&SmolVm::attach(&sandbox)?, &path, &local, args.recursive, args.overwrite)?,
         _ => bail!(smolvm::Error::InvalidConfig {
             field: "cp",
             reason: "copy between this host and a sandbox: `smolvm cp LOCAL NAME:/path` or `smolvm cp NAME:/path LOCAL`".into(),
@@ -90,7 +91,17 @@ fn upload(vm: &SmolVm, local: &Path, guest: &str, recursive: bool) -> Result<Str
     Ok(target)
 }
 
-fn download(vm: &SmolVm, guest: &str, local: &Path, recursive: bool) -> Result<String> {
+/// Like `docker cp`: a guest tree copied to an existing local folder `DIR` goes to
+/// `DIR/NAME`; to a path that does not exist, it is created there. Unlike docker, a target
+/// that exists and is not empty is never merged into: refused unless `overwrite`, which
+/// replaces it. The download's own rules (see `SmolVm::download_dir_with`) apply.
+fn download(
+    vm: &SmolVm,
+    guest: &str,
+    local: &Path,
+    recursive: bool,
+    overwrite: bool,
+) -> Result<String> {
     let is_dir = vm
         .stat(guest)?
         .is_some_and(|info| info.kind == FileKind::Dir);
@@ -108,8 +119,12 @@ fn download(vm: &SmolVm, guest: &str, local: &Path, recursive: bool) -> Result<S
     } else {
         local.to_path_buf()
     };
-    vm.download_dir(guest, &target)?;
-    Ok(target.display().to_string())
+    let options = DownloadOptions {
+        overwrite,
+        ..DownloadOptions::default()
+    };
+    let written = vm.download_dir_with(guest, &target, &options)?;
+    Ok(written.display().to_string())
 }
 
 #[cfg(test)]

@@ -13,6 +13,9 @@ from smolvm.exceptions import ValidationError
 __all__ = [
     "DEFAULT_BOOT_ARGS",
     "DEFAULT_IMAGE",
+    "DEFAULT_MAX_OUTPUT",
+    "MAX_ENV_ENTRY_BYTES",
+    "MAX_ENV_TOTAL_BYTES",
     "MAX_VCPUS",
     "MIN_MEMORY_MIB",
     "__version__",
@@ -33,6 +36,9 @@ __all__ = [
 __version__: str
 DEFAULT_BOOT_ARGS: str
 DEFAULT_IMAGE: str
+DEFAULT_MAX_OUTPUT: int
+MAX_ENV_ENTRY_BYTES: int
+MAX_ENV_TOTAL_BYTES: int
 MAX_VCPUS: int
 MIN_MEMORY_MIB: int
 
@@ -83,7 +89,8 @@ class Vm:
         shell: str,
         env: Optional[Dict[str, str]] = None,
         cwd: Optional[str] = None,
-    ) -> Tuple[int, str, str]: ...
+        max_output: Optional[int] = ...,
+    ) -> Tuple[int, str, str, bool, bool]: ...
     def spawn(
         self,
         command: str,

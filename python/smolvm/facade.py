@@ -13,11 +13,13 @@ from smolvm import _native
 from smolvm._supervisor import launcher_command
 from smolvm.stream import CommandStream
 from smolvm.types import (
+    DEFAULT_MAX_OUTPUT,
     CommandResult,
     Snapshot,
     VMConfig,
     VMState,
     check_env_vars,
+    check_max_output,
     check_timeout,
     snapshot_of,
 )
@@ -295,6 +297,7 @@ class SmolVM:
         *,
         env: Optional[Mapping[str, str]] = None,
         cwd: Optional[str] = None,
+        max_output: Optional[int] = DEFAULT_MAX_OUTPUT,
     ) -> CommandResult:
         """Runs a shell command line in the guest and waits for it.
 
@@ -307,6 +310,10 @@ class SmolVM:
                 ``"raw"`` runs ``/bin/sh -c`` without them.
             env: Extra variables for this command only.
             cwd: Working directory in the guest (default ``/root``).
+            max_output: Bytes of each stream (stdout, stderr) to keep, 64 MiB by default;
+                ``None`` keeps everything. Output past it is read and dropped (the command
+                runs to its end) and ``stdout_truncated`` / ``stderr_truncated`` is set. For
+                more, iterate :meth:`run_stream` instead.
 
         Returns:
             The exit code and output. A non-zero exit code is a result, not an error.
@@ -326,8 +333,17 @@ class SmolVM:
         extra = None if env is None else check_env_vars("env", env)
         if cwd is not None and not isinstance(cwd, str):
             raise TypeError(f"cwd must be a str or None, not {type(cwd).__name__}")
-        exit_code, stdout, stderr = self._native.run(command, seconds, shell, extra, cwd)
-        return CommandResult(exit_code=exit_code, stdout=stdout, stderr=stderr)
+        cap = check_max_output(max_output)
+        exit_code, stdout, stderr, out_cut, err_cut = self._native.run(
+            command, seconds, shell, extra, cwd, cap
+        )
+        return CommandResult(
+            exit_code=exit_code,
+            stdout=stdout,
+            stderr=stderr,
+            stdout_truncated=out_cut,
+            stderr_truncated=err_cut,
+        )
 
     def run_stream(
         self,

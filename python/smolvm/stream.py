@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from types import TracebackType
-from typing import Iterator, List, Literal, Optional, Tuple, Type, Union
+from typing import Iterator, Literal, Optional, Tuple, Type, Union
 
 from smolvm import _native
-from smolvm.types import CommandResult
+from smolvm.types import DEFAULT_MAX_OUTPUT, CommandResult, check_max_output
 
 __all__ = ["CommandStream"]
 
@@ -107,22 +107,34 @@ class CommandStream(Iterator[Tuple[StreamName, bytes]]):
         """Sends ``SIGKILL`` to the command's process group (see :meth:`send_signal`)."""
         self.send_signal(9)
 
-    def wait(self) -> CommandResult:
+    def wait(self, max_output: Optional[int] = DEFAULT_MAX_OUTPUT) -> CommandResult:
         """Reads the rest of the output and waits for the command to exit.
+
+        Args:
+            max_output: Bytes of each stream to keep, as :meth:`SmolVM.run`'s (64 MiB by
+                default; ``None`` keeps everything). The rest is read and dropped.
 
         Returns:
             The exit code and the output not read by iteration yet (decoded as UTF-8,
-            invalid bytes replaced).
+            invalid bytes replaced), with ``stdout_truncated`` / ``stderr_truncated`` set
+            when a stream went past ``max_output``.
         """
-        stdout: List[bytes] = []
-        stderr: List[bytes] = []
+        cap = check_max_output(max_output)
+        kept = {"stdout": bytearray(), "stderr": bytearray()}
+        cut = {"stdout": False, "stderr": False}
         for stream, data in self:
-            (stdout if stream == "stdout" else stderr).append(data)
+            buf = kept[stream]
+            room = len(data) if cap is None else max(0, cap - len(buf))
+            if len(data) > room:
+                cut[stream] = True
+            buf += data[:room]
         code = self.exit_code
         return CommandResult(
             exit_code=-1 if code is None else code,
-            stdout=b"".join(stdout).decode(errors="replace"),
-            stderr=b"".join(stderr).decode(errors="replace"),
+            stdout=kept["stdout"].decode(errors="replace"),
+            stderr=kept["stderr"].decode(errors="replace"),
+            stdout_truncated=cut["stdout"],
+            stderr_truncated=cut["stderr"],
         )
 
     def close(self) -> None:

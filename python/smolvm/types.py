@@ -43,13 +43,18 @@ class CommandResult:
 
     Attributes:
         exit_code: The command's exit code (``128 + N`` when killed by signal ``N``).
-        stdout: Everything it wrote to stdout, decoded as UTF-8 (invalid bytes replaced).
-        stderr: Everything it wrote to stderr, decoded likewise.
+        stdout: What it wrote to stdout, decoded as UTF-8 (invalid bytes replaced): all of
+            it, or its first ``max_output`` bytes when ``stdout_truncated``.
+        stderr: What it wrote to stderr, decoded and capped likewise.
+        stdout_truncated: stdout went past ``max_output`` bytes; the rest was dropped.
+        stderr_truncated: stderr went past ``max_output`` bytes; the rest was dropped.
     """
 
     exit_code: int
     stdout: str
     stderr: str
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
 
     @property
     def output(self) -> str:
@@ -218,6 +223,23 @@ class VMConfig:
         self.image = _check_optional_str("image", self.image)
         if self.image is not None and not self.image:
             raise _invalid("image", "the image name is empty; pass a name or None")
+
+
+#: Bytes of each stream (stdout, stderr) that :meth:`SmolVM.run` keeps by default: 64 MiB.
+DEFAULT_MAX_OUTPUT: int = _native.DEFAULT_MAX_OUTPUT
+
+
+def check_max_output(max_output: Any) -> Optional[int]:
+    """Checks a per-stream output cap in bytes (``None`` for no cap)."""
+    if max_output is None:
+        return None
+    if isinstance(max_output, bool) or not isinstance(max_output, int):
+        raise TypeError(
+            f"max_output must be a number of bytes or None, not {type(max_output).__name__}"
+        )
+    if max_output < 0:
+        raise _invalid("max_output", f"{max_output!r} is negative; use a number of bytes, or None")
+    return max_output
 
 
 def check_timeout(timeout: Any) -> Optional[float]:

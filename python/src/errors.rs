@@ -11,7 +11,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyType};
 use smolvm::{Error, TransferRule};
-use smolvm_protocol::{EnvValidationError, ErrorKind};
+use smolvm_protocol::ErrorKind;
 
 /// The exception classes raised by the extension, in `smolvm.exceptions`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,13 +130,11 @@ pub fn to_py(py: Python<'_>, err: Error) -> PyErr {
             (class, vec![("field", s(field))])
         }
         Error::InvalidEnv(e) => {
-            let key = match e {
-                EnvValidationError::InvalidKey(key) | EnvValidationError::NulInValue(key) => key,
-            };
-            (
-                Class::Validation,
-                vec![("field", s("env_vars")), ("key", s(key))],
-            )
+            let mut details = vec![("field", s("env_vars"))];
+            if let Some(key) = e.key() {
+                details.push(("key", s(key)));
+            }
+            (Class::Validation, details)
         }
         Error::VmNotRunning {
             action,

@@ -107,6 +107,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(invalid, m)?)?;
     m.add("DEFAULT_BOOT_ARGS", smolvm::DEFAULT_BOOT_ARGS)?;
     m.add("DEFAULT_IMAGE", smolvm::config::DEFAULT_IMAGE)?;
+    m.add("DEFAULT_MAX_OUTPUT", smolvm::run::DEFAULT_MAX_OUTPUT)?;
+    m.add("MAX_ENV_ENTRY_BYTES", smolvm_protocol::MAX_ENV_ENTRY_BYTES)?;
+    m.add("MAX_ENV_TOTAL_BYTES", smolvm_protocol::MAX_ENV_TOTAL_BYTES)?;
     m.add("MAX_VCPUS", smolvm::config::MAX_VCPUS)?;
     m.add("MIN_MEMORY_MIB", smolvm::config::MIN_MEMORY_MIB)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use pyo3::exceptions::{PyKeyboardInterrupt, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyString};
 use smolvm::files::DownloadOptions;
 use smolvm::launch::Launcher;
 use smolvm::process::SpawnOptions;
+use smolvm::run::DEFAULT_MAX_OUTPUT;
 use smolvm::{
     CancelToken, DataDir, Error, RestoreOptions, RunOptions, Shell, SmolVm, SnapshotMeta,
     SnapshotOptions, VmConfig, VmState,
@@ -197,19 +198,22 @@ impl NativeVm {
         }
     }
 
-    /// Runs `command`; returns `(exit_code, stdout, stderr)` with output decoded as UTF-8
-    /// (invalid bytes replaced). `timeout` is in seconds, `None` for no limit. A Ctrl-C kills
-    /// the command in the guest and raises `KeyboardInterrupt`.
-    #[pyo3(signature = (command, timeout, shell, env = None, cwd = None))]
-    fn run(
+    /// Runs `command`; returns `(exit_code, stdout, stderr, stdout_truncated,
+    /// stderr_truncated)` with output decoded as UTF-8 (invalid bytes replaced). `timeout` is
+    /// in seconds, `None` for no limit; `max_output` is the bytes kept per stream, `None` for
+    /// all. A Ctrl-C kills the command in the guest and raises `KeyboardInterrupt`.
+    #[pyo3(signature = (command, timeout, shell, env = None, cwd = None, max_output = Some(DEFAULT_MAX_OUTPUT)))]
+    #[allow(clippy::too_many_arguments)]
+    fn run<'py>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         command: &str,
         timeout: Option<f64>,
         shell: &str,
         env: Option<BTreeMap<String, String>>,
         cwd: Option<String>,
-    ) -> PyResult<(i32, String, String)> {
+        max_output: Option<usize>,
+    ) -> PyResult<RunOutput<'py>> {
         let shell = parse_shell(shell)?;
         let timeout = parse_timeout(timeout)?;
         let token = CancelToken::new();
@@ -219,6 +223,7 @@ impl NativeVm {
             env: env.unwrap_or_default(),
             cwd,
             cancel: Some(token.clone()),
+            max_output,
         };
         let vm = self.vm();
         let result = match interruptible(py, || vm.run_with(command, &options), || token.cancel()) {
@@ -226,7 +231,13 @@ impl NativeVm {
             Waited::Interrupted(err, _) => return Err(err),
         };
         match result {
-            Ok(r) => Ok((r.exit_code, r.stdout_str(), r.stderr_str())),
+            Ok(r) => Ok((
+                r.exit_code,
+                decode(py, r.stdout),
+                decode(py, r.stderr),
+                r.stdout_truncated,
+                r.stderr_truncated,
+            )),
             // Cancelled without a signal of ours: someone else's token cannot exist, but keep
             // the Python convention all the same.
             Err(Error::Cancelled { command, .. }) => Err(PyKeyboardInterrupt::new_err(format!(
@@ -483,6 +494,19 @@ fn launcher_of(words: Vec<OsString>) -> PyResult<Launcher> {
         PyValueError::new_err("launcher must name a program to run the supervisor with")
     })?;
     Ok(Launcher::new(program, words.collect()))
+}
+
+/// What `run` hands to Python: exit code, stdout, stderr and the two truncation flags.
+type RunOutput<'py> = (i32, Bound<'py, PyString>, Bound<'py, PyString>, bool, bool);
+
+/// Turns captured output into a Python `str` with one copy: valid UTF-8 (the common case) is
+/// handed to Python as it is, with no intermediate `String`; only invalid input goes through
+/// a lossy copy. `bytes` is consumed, so its buffer is freed as soon as the `str` exists.
+fn decode(py: Python<'_>, bytes: Vec<u8>) -> Bound<'_, PyString> {
+    match std::str::from_utf8(&bytes) {
+        Ok(text) => PyString::new(py, text),
+        Err(_) => PyString::new(py, &String::from_utf8_lossy(&bytes)),
+    }
 }
 
 /// `"login"` or `"raw"`.

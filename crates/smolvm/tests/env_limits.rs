@@ -5,8 +5,12 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
-use smolvm::protocol::{EnvValidationError, ErrorKind, MAX_ENV_ENTRY_BYTES, MAX_ENV_TOTAL_BYTES};
+use smolvm::client::Connection;
+use smolvm::protocol::{
+    EnvValidationError, ErrorKind, Request, Response, MAX_ENV_ENTRY_BYTES, MAX_ENV_TOTAL_BYTES,
+};
 use smolvm::Error;
 
 fn one(key: &str, value: String) -> BTreeMap<String, String> {
@@ -91,4 +95,35 @@ fn the_merged_set_must_fit_the_budget_and_the_agent_refuses_it() {
         "{err:?}"
     );
     assert_eq!(vm.list_env_vars().unwrap().len(), 1);
+}
+
+#[test]
+fn the_agent_refuses_what_a_client_that_skips_validation_sends() {
+    let vm = common::vm();
+    vm.set_env_vars(&one("KEEP", "me".into()), true).unwrap();
+    let before = vm.list_env_vars().unwrap();
+    // A second, raw connection to the supervisor: nothing of the SDK's checks runs.
+    let raw = Connection::connect(&vm.paths().api_socket(), vm.vm_id()).unwrap();
+    let timeout = Some(Duration::from_secs(60));
+    let too_long = Request::EnvSet {
+        vars: one("BIG", "x".repeat(MAX_ENV_ENTRY_BYTES)),
+        merge: true,
+    };
+    let too_many = Request::EnvSet {
+        vars: (0..9)
+            .map(|i| (format!("C{i}"), "c".repeat(120 * 1024)))
+            .collect(),
+        merge: false,
+    };
+    for request in [too_long, too_many] {
+        match raw.call(&request, timeout).unwrap() {
+            Response::Error {
+                kind: ErrorKind::Validation,
+                message,
+            } => assert!(message.contains("too"), "{message}"),
+            other => panic!("{} accepted: {other:?}", request.log_summary()),
+        }
+    }
+    assert_eq!(vm.list_env_vars().unwrap(), before, "file unchanged");
+    assert_eq!(vm.run("echo $KEEP").unwrap().output(), "me");
 }

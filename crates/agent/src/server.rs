@@ -44,10 +44,7 @@ impl Shared {
     /// Registers request `id` before the frame loop reads the next frame (which may already be
     /// its first stdin chunk, a signal or a credit). Returns the consumer end of its input and
     /// its output window.
-    pub fn open_stream(
-        &self,
-        id: u64,
-    ) -> std::io::Result<(Receiver<Vec<u8>>, Arc<OutputWindow>)> {
+    pub fn open_stream(&self, id: u64) -> std::io::Result<(Receiver<Vec<u8>>, Arc<OutputWindow>)> {
         let (tx, rx) = channel();
         let window = Arc::new(OutputWindow::new()?);
         let control = ExecControl {

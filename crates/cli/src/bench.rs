@@ -508,7 +508,10 @@ pub fn run(args: BenchArgs, json: bool) -> Result<i32> {
     let starts = crate::bench_confine::template_starts(&data, DEFAULT_IMAGE, args.runs)?;
     let warm_pair = crate::bench_confine::warm_runs(&data, DEFAULT_IMAGE, args.round_trips)?;
     for (name, pair) in [
-        (format!("template start -> first result [{DEFAULT_IMAGE}], confined"), &starts),
+        (
+            format!("template start -> first result [{DEFAULT_IMAGE}], confined"),
+            &starts,
+        ),
         ("warm run(\"true\"), confined".to_string(), &warm_pair),
     ] {
         snapshot_lines.push(line(

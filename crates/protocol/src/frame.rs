@@ -106,14 +106,9 @@ impl Frame {
 
     /// Decodes the byte count of a [`FrameKind::Credit`] frame.
     pub fn to_credit(&self) -> Result<u32, ProtocolError> {
-        self.expect(FrameKind::Credit, "credit")?;
-        let bytes: [u8; 4] = self.payload.as_slice().try_into().map_err(|_| {
-            ProtocolError::Io(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "credit frame must be 4 bytes",
-            ))
-        })?;
-        Ok(u32::from_le_bytes(bytes))
+        Ok(u32::from_le_bytes(
+            self.four_bytes(FrameKind::Credit, "credit")?,
+        ))
     }
 
     /// A frame resizing request `id`'s terminal.
@@ -152,14 +147,20 @@ impl Frame {
 
     /// Decodes the signal number of a [`FrameKind::Signal`] frame.
     pub fn to_signal(&self) -> Result<i32, ProtocolError> {
-        self.expect(FrameKind::Signal, "signal")?;
-        let bytes: [u8; 4] = self.payload.as_slice().try_into().map_err(|_| {
+        Ok(i32::from_le_bytes(
+            self.four_bytes(FrameKind::Signal, "signal")?,
+        ))
+    }
+
+    /// The 4-byte payload of a `kind` frame.
+    fn four_bytes(&self, kind: FrameKind, name: &'static str) -> Result<[u8; 4], ProtocolError> {
+        self.expect(kind, name)?;
+        self.payload.as_slice().try_into().map_err(|_| {
             ProtocolError::Io(io::Error::new(
                 io::ErrorKind::InvalidData,
-                "signal frame must be 4 bytes",
+                format!("{name} frame must be 4 bytes"),
             ))
-        })?;
-        Ok(i32::from_le_bytes(bytes))
+        })
     }
 
     fn expect(&self, kind: FrameKind, name: &'static str) -> Result<(), ProtocolError> {

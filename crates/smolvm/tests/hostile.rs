@@ -41,7 +41,10 @@ fn a_command_ignoring_its_stdin_blocks_nobody_and_stop_finishes() {
         }
     });
     std::thread::sleep(Duration::from_millis(500));
-    assert!(!writer.is_finished(), "64 MiB went into a command that reads nothing");
+    assert!(
+        !writer.is_finished(),
+        "64 MiB went into a command that reads nothing"
+    );
     for _ in 0..3 {
         let started = Instant::now();
         assert_eq!(vm.run("echo still here").unwrap().output(), "still here");
@@ -112,7 +115,10 @@ fn tampered_snapshots_are_refused_naming_the_file() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let err = restore(&data, &id);
-    assert!(err.contains("/etc/shadow") && err.contains("refus"), "{err}");
+    assert!(
+        err.contains("/etc/shadow") && err.contains("refus"),
+        "{err}"
+    );
     smolvm::snapshot::remove(&data, &id).unwrap();
 
     // Its memory file replaced by a symlink to another file.
@@ -121,7 +127,10 @@ fn tampered_snapshots_are_refused_naming_the_file() {
     std::fs::remove_file(dir.join("memory.zst")).unwrap();
     std::os::unix::fs::symlink("/etc/passwd", dir.join("memory.zst")).unwrap();
     let err = restore(&data, &id);
-    assert!(err.contains("memory.zst") && err.contains("not a regular file"), "{err}");
+    assert!(
+        err.contains("memory.zst") && err.contains("not a regular file"),
+        "{err}"
+    );
     smolvm::snapshot::remove(&data, &id).unwrap();
 
     // Its saved configuration edited.

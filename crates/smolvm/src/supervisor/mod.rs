@@ -320,12 +320,6 @@ fn boot(
     tracing::debug!("VM {}: guest channel connected", config.vm_id);
     drop(channel);
     let _ = std::fs::remove_file(paths.channel_socket());
-    // QEMU made its QMP socket (it exists by now) with the umask's mode, 0700 for a socket
-    // under ours: give it the 0600 of every other socket.
-    let _ = std::fs::set_permissions(
-        paths.qmp_socket(),
-        std::os::unix::fs::PermissionsExt::from_mode(crate::fsutil::PRIVATE_FILE),
-    );
     let reader = stream
         .try_clone()
         .map_err(|e| format!("cannot clone the channel socket: {e}"))?;
@@ -380,6 +374,13 @@ fn boot(
         let owner = Arc::clone(&supervisor);
         std::thread::spawn(move || watch_owner(&owner));
     }
+    // QEMU made its QMP socket with the umask's mode, 0700 for a socket under ours: give it
+    // the 0600 of every other socket. It exists by now: QEMU creates its sockets before the
+    // guest runs, and the guest's agent has answered (the guest channel may connect first).
+    let _ = std::fs::set_permissions(
+        paths.qmp_socket(),
+        std::os::unix::fs::PermissionsExt::from_mode(crate::fsutil::PRIVATE_FILE),
+    );
     report_ready(&ReadyLine {
         ok: true,
         error: None,

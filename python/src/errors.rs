@@ -191,6 +191,9 @@ pub fn to_py(py: Python<'_>, err: Error) -> PyErr {
             (class, vec![("what", s(what)), ("vm_id", s(name))])
         }
         Error::MissingProgram { program, .. } => (Class::Host, vec![("program", s(program))]),
+        Error::UnsafeDataDir { path, .. } => {
+            (Class::Host, vec![("path", s(path.display().to_string()))])
+        }
         Error::StartFailed { vm_id, .. } => (Class::Start, vec![("vm_id", s(vm_id))]),
         Error::Guest { vm_id, kind, .. } => {
             let class = if kind == ErrorKind::Validation {

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{alive, pid_in, private_data_dir, run, smolvm, text, vm_dirs};
+use common::{alive, json, ok, pid_in, private_data_dir, run, run_in, smolvm, text, vm_dirs};
 
 #[test]
 fn run_joins_words_lets_the_guest_shell_parse_and_passes_the_exit_code() {
@@ -165,4 +165,30 @@ fn killing_the_cli_mid_run_leaves_nothing_behind() {
         .collect();
     assert!(leaked.is_empty(), "processes left: {leaked:?}");
     std::fs::remove_dir_all(&data).unwrap();
+}
+
+#[test]
+fn a_data_dir_others_can_write_is_refused_with_the_fix() {
+    use std::os::unix::fs::PermissionsExt;
+    let open = std::env::temp_dir().join(format!("smolvm-cli-open-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&open);
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = run_in(&open, &["ls"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&open.display().to_string()), "{stderr}");
+    assert!(stderr.contains("group or others can write"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("chmod 700 {}", open.display())),
+        "{stderr}"
+    );
+    let envelope = json(&run_in(&open, &["ls", "--json"]));
+    assert_eq!(envelope["error"]["code"], "unsafe_data_dir", "{envelope}");
+    // A readable one, as older versions made them, is tightened instead.
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+    ok(&run_in(&open, &["ls"]));
+    let mode = std::fs::metadata(&open).unwrap().permissions().mode() & 0o777;
+    let _ = std::fs::remove_dir_all(&open);
+    assert_eq!(mode, 0o700);
 }

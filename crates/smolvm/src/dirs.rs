@@ -116,8 +116,35 @@ impl DataDir {
                     }
                 }
             }
+            self.tighten_secrets(me);
         }
         Ok(())
+    }
+
+    /// Sets the files an older version left 0644 that hold secrets (the registry, each VM's
+    /// `vm.json` with its boot-time environment values and `env.json`) to 0600. The 0700
+    /// root already keeps others out; this keeps them out should it be loosened again.
+    fn tighten_secrets(&self, me: u32) {
+        let mut files = vec![self.root.join("smolvm.db"), self.host_facts()];
+        for vm in std::fs::read_dir(self.vms_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            files.push(vm.path().join("vm.json"));
+            files.push(vm.path().join("env.json"));
+        }
+        for file in files {
+            let Ok(meta) = std::fs::symlink_metadata(&file) else {
+                continue;
+            };
+            if meta.is_file() && meta.uid() == me && meta.mode() & 0o077 != 0 {
+                let _ = std::fs::set_permissions(
+                    &file,
+                    std::fs::Permissions::from_mode(crate::fsutil::PRIVATE_FILE),
+                );
+            }
+        }
     }
 
     /// The root of the data directory.
@@ -214,9 +241,14 @@ mod tests {
         std::fs::create_dir_all(root.join("vms")).unwrap();
         std::fs::set_permissions(&root, Permissions::from_mode(0o755)).unwrap();
         std::fs::set_permissions(root.join("vms"), Permissions::from_mode(0o755)).unwrap();
+        std::fs::create_dir(root.join("vms/old")).unwrap();
+        let spec = root.join("vms/old/vm.json");
+        std::fs::write(&spec, "{}").unwrap();
+        std::fs::set_permissions(&spec, Permissions::from_mode(0o644)).unwrap();
         DataDir::at(&root).ensure_private().unwrap();
         assert_eq!(mode(&root), 0o700);
         assert_eq!(mode(&root.join("vms")), 0o700);
+        assert_eq!(mode(&spec), 0o600);
         std::fs::remove_dir_all(&root).unwrap();
     }
 

@@ -74,15 +74,31 @@ pub struct AtomicFile {
     file: File,
     tmp: PathBuf,
     dest: PathBuf,
-    mode: u32,
+    /// `None`: the umask's choice (files the user asked for outside the data directory).
+    mode: Option<u32>,
     committed: bool,
 }
 
 impl AtomicFile {
     /// Starts writing `dest` (its folder is created 0700 if missing); the result gets `mode`.
     pub fn create(dest: &Path, mode: u32) -> io::Result<Self> {
+        Self::open(dest, Some(mode))
+    }
+
+    /// As [`AtomicFile::create`], with the mode a plain `File::create` gives (0666 minus the
+    /// umask): for files written where the user asked, outside the data directory. The
+    /// destination's folder must exist.
+    // For downloads (files.rs), which are being moved onto this helper.
+    #[allow(dead_code)]
+    pub fn create_with_umask(dest: &Path) -> io::Result<Self> {
+        Self::open(dest, None)
+    }
+
+    fn open(dest: &Path, mode: Option<u32>) -> io::Result<Self> {
         let dir = parent_of(dest);
-        create_dir_private(dir)?;
+        if mode.is_some() {
+            create_dir_private(dir)?;
+        }
         let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("file");
         let tmp = dir.join(format!(
             ".{name}.{}.{:x}.tmp",
@@ -93,7 +109,7 @@ impl AtomicFile {
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(mode)
+            .mode(mode.unwrap_or(0o666))
             .open(&tmp)?;
         let atomic = Self {
             file,
@@ -102,7 +118,9 @@ impl AtomicFile {
             mode,
             committed: false,
         };
-        atomic.file.set_permissions(Permissions::from_mode(mode))?;
+        if let Some(mode) = mode {
+            atomic.file.set_permissions(Permissions::from_mode(mode))?;
+        }
         Ok(atomic)
     }
 
@@ -120,7 +138,9 @@ impl AtomicFile {
     pub fn commit(mut self) -> io::Result<()> {
         // By path: an outside tool may have replaced the inode behind our descriptor.
         let file = File::open(&self.tmp)?;
-        file.set_permissions(Permissions::from_mode(self.mode))?;
+        if let Some(mode) = self.mode {
+            file.set_permissions(Permissions::from_mode(mode))?;
+        }
         file.sync_all()?;
         fs::rename(&self.tmp, &self.dest)?;
         self.committed = true;
@@ -259,6 +279,17 @@ mod tests {
         }
         assert!(!dir.join("never").exists());
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 5);
+        // Read from /proc: setting it to read it would race with the other tests.
+        let status = fs::read_to_string("/proc/self/status").unwrap();
+        let umask = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Umask:"))
+            .map(|v| u32::from_str_radix(v.trim(), 8).unwrap())
+            .unwrap();
+        let mut plain = AtomicFile::create_with_umask(&dir.join("plain")).unwrap();
+        plain.file().write_all(b"x").unwrap();
+        plain.commit().unwrap();
+        assert_eq!(mode(&dir.join("plain")), 0o666 & !umask);
         fs::remove_dir_all(&dir).unwrap();
     }
 }

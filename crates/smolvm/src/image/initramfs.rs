@@ -143,6 +143,7 @@ fn busybox_applets(busybox: &Path) -> Result<Vec<String>> {
 /// Builds (or keeps, when its inputs did not change) the `minimal` image and the `floor` image.
 /// Returns whether anything was rebuilt.
 pub fn build(data: &DataDir, agent: &Path, progress: &dyn Progress) -> Result<bool> {
+    data.ensure_private()?;
     let agent_bytes = read(agent, "guest agent")?;
     require_static(&agent_bytes, agent)?;
     let busybox = Path::new(BUSYBOX);

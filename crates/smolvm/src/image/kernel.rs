@@ -74,6 +74,7 @@ pub fn is_current(data: &DataDir, source_version: &str) -> bool {
 
 /// Builds the kernel unless an up-to-date one exists. Returns whether it was built.
 pub fn build(data: &DataDir, progress: &dyn Progress) -> Result<bool> {
+    data.ensure_private()?;
     let version = source_version()?;
     if is_current(data, &version) {
         return Ok(false);

@@ -7,7 +7,6 @@
 //! `smolvm logs` reads `console.log.1`, then `console.log`.
 
 // Wired to QEMU's console stream by the supervisor's boot code; until then only tests use it.
-#![cfg_attr(not(test), allow(dead_code))]
 
 use std::fs::File;
 use std::io::{self, Read, Write};

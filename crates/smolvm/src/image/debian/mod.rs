@@ -204,6 +204,7 @@ pub fn build(
     agent: &Path,
     progress: &dyn Progress,
 ) -> Result<bool> {
+    data.ensure_private()?;
     let agent_bytes = std::fs::read(agent)
         .map_err(|e| Error::io(format!("reading the agent {}", agent.display()), e))?;
     if !image::is_static_elf(&agent_bytes) {

@@ -394,26 +394,26 @@ impl Pump {
                 }
                 match file.read(&mut self.buf[..allowed]) {
                     Ok(0) => {
-                        window.grant(allowed as u32);
+                        window.give_back(allowed);
                         *slot = None;
                         break;
                     }
                     Ok(n) => {
                         // Give back what the read did not use.
                         if n < allowed {
-                            window.grant((allowed - n) as u32);
+                            window.give_back(allowed - n);
                         }
                         shared.send(&Frame::data(id, *kind, self.buf[..n].to_vec()))
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        window.grant(allowed as u32);
+                        window.give_back(allowed);
                         break;
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                        window.grant(allowed as u32);
+                        window.give_back(allowed);
                     }
                     Err(_) => {
-                        window.grant(allowed as u32);
+                        window.give_back(allowed);
                         *slot = None;
                         break;
                     }

@@ -47,6 +47,15 @@ impl OutputWindow {
         self.wake();
     }
 
+    /// Returns bytes taken with [`OutputWindow::try_take`] but not sent. No wake-up: the
+    /// sender giving them back is the only one waiting for them, and a wake-up would make its
+    /// poll return at once (spinning instead of waiting for output).
+    pub fn give_back(&self, bytes: usize) {
+        if let Some(available) = self.state().as_mut() {
+            *available += bytes as i64;
+        }
+    }
+
     /// The request ended or was cancelled: wake any sender for good.
     pub fn close(&self) {
         *self.state() = None;
@@ -152,5 +161,24 @@ mod tests {
         window.close();
         assert_eq!(waiter.join().unwrap(), 0);
         assert!(window.open_or_closed());
+    }
+
+    #[test]
+    fn unused_credit_goes_back_without_a_wake_up() {
+        let window = OutputWindow::new().unwrap();
+        let taken = window.try_take(1000);
+        window.give_back(taken);
+        let mut pfd = libc::pollfd {
+            fd: window.event_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, no wait.
+        assert_eq!(
+            unsafe { libc::poll(&mut pfd, 1, 0) },
+            0,
+            "a sender would spin"
+        );
+        assert_eq!(window.try_take(usize::MAX), OUTPUT_WINDOW as usize);
     }
 }

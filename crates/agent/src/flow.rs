@@ -174,11 +174,8 @@ mod tests {
             revents: 0,
         };
         // SAFETY: one valid pollfd, no wait.
-        assert_eq!(
-            unsafe { libc::poll(&mut pfd, 1, 0) },
-            0,
-            "a sender would spin"
-        );
+        let ready = unsafe { libc::poll(&mut pfd, 1, 0) };
+        assert_eq!(ready, 0, "a sender would spin");
         assert_eq!(window.try_take(usize::MAX), OUTPUT_WINDOW as usize);
     }
 }

@@ -7,7 +7,7 @@
 //! anything is written, and what it sends is counted while it arrives. Downloads drop
 //! setuid, setgid and sticky bits unless asked, never write more than announced or than the
 //! destination's free space allows, and give up when the guest stalls. Trees are checked
-//! by [`plan`] and built by [`local`]; see [`SmolVm::download_dir_with`].
+//! by [`plan`] and built by `local`; see [`SmolVm::download_dir_with`].
 
 mod local;
 pub mod plan;

@@ -18,7 +18,7 @@ tier() {
 ./scripts/build.sh
 tier "fast (no VM)" cargo test --release --workspace --lib --bins
 target/release/smolvm setup
-tier "VM (Rust integration tests)" cargo test --release --workspace --test '*'
+tier "VM (Rust integration tests)" cargo test --release --workspace --no-fail-fast --test '*'
 # The core command and environment tests once more on cold-booted VMs: the default run above
 # starts VMs from pre-booted templates, and both must give the same results.
 tier "VM, cold boots" env SMOLVM_COLD=1 cargo test --release -p smolvm --test run --test env

@@ -337,7 +337,7 @@ fn a_build_without_enough_disk_space_fails_before_starting_and_says_how_much() {
     }
     let dir = scratch("nospace");
     let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
+        .args(["-t", "tmpfs", "-o", "size=64m,mode=0700", "tmpfs"])
         .arg(&dir)
         .status()
         .unwrap();

@@ -62,7 +62,7 @@ fn assert_allocations_bounded() {
 }
 
 /// Every frame kind this crate knows (the decoder must refuse any other byte).
-const KINDS: [FrameKind; 8] = [
+const KINDS: [FrameKind; 9] = [
     FrameKind::Request,
     FrameKind::Response,
     FrameKind::Stdout,
@@ -71,6 +71,7 @@ const KINDS: [FrameKind; 8] = [
     FrameKind::Signal,
     FrameKind::Echo,
     FrameKind::Resize,
+    FrameKind::Credit,
 ];
 
 fn frame_strategy() -> impl Strategy<Value = Frame> {

@@ -22,7 +22,7 @@
 //! `SMOLVM_UNCONFINED=1` turns all of this off (for debugging and for `smolvm bench`'s
 //! comparison); `doctor` and `info` say so.
 
-use std::ffi::{CString, OsStr};
+use std::ffi::CString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -517,15 +517,15 @@ pub fn world_readable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o004 != 0)
 }
 
-/// `OsStr` of a C string, for tests and messages.
-#[allow(dead_code)]
-fn os(c: &CString) -> &OsStr {
-    OsStr::from_bytes(c.as_bytes())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ffi::OsStr;
+
+    /// `OsStr` of a C string.
+    fn os(c: &CString) -> &OsStr {
+        OsStr::from_bytes(c.as_bytes())
+    }
 
     #[test]
     fn jail_shows_usr_devices_and_proc_only() {

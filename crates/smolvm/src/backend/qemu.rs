@@ -334,24 +334,20 @@ mod tests {
             std::fs::write(dir.join("k"), b"kernel").unwrap();
             std::fs::write(dir.join("i"), b"initrd").unwrap();
             std::fs::write(dir.join("base.ext4"), b"base").unwrap();
+            let scratch = Self(dir);
+            scratch.overlay_over("base.ext4");
+            scratch
+        }
+
+        /// (Re)creates `overlay.qcow2` naming `backing` as its base.
+        fn overlay_over(&self, backing: &str) {
             let out = Command::new("qemu-img")
-                .args([
-                    "create",
-                    "-q",
-                    "-f",
-                    "qcow2",
-                    "-F",
-                    "raw",
-                    "-b",
-                    "base.ext4",
-                    "overlay.qcow2",
-                    "1M",
-                ])
-                .current_dir(&dir)
+                .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b", backing])
+                .args(["overlay.qcow2", "1M"])
+                .current_dir(&self.0)
                 .output()
                 .unwrap();
             assert!(out.status.success(), "{out:?}");
-            Self(dir)
         }
 
         fn config(&self) -> ValidConfig {
@@ -508,23 +504,7 @@ mod tests {
     #[test]
     fn an_overlay_naming_another_base_is_refused() {
         let scratch = Scratch::new("tampered");
-        let out = Command::new("qemu-img")
-            .args([
-                "create",
-                "-q",
-                "-f",
-                "qcow2",
-                "-F",
-                "raw",
-                "-b",
-                "/etc/passwd",
-                "overlay.qcow2",
-                "1M",
-            ])
-            .current_dir(&scratch.0)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
+        scratch.overlay_over("/etc/passwd");
         let mut disk = scratch.config();
         disk.rootfs = RootFs::Disk(scratch.0.join("base.ext4"));
         let err =

@@ -191,7 +191,7 @@ pub fn remove_leftovers(data: &DataDir) {
             .strip_prefix(ID_PREFIX)
             .and_then(|rest| rest.split('-').next())
             .and_then(|pid| pid.parse::<u32>().ok());
-        if owner.is_some_and(|pid| !smolvm::sandbox::pid_alive(pid)) {
+        if owner.is_some_and(|pid| !smolvm_sys::process::pid_alive(pid)) {
             let _ = smolvm::snapshot::remove(data, &meta.id);
         }
     }

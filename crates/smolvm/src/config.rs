@@ -8,7 +8,6 @@ use smolvm_protocol::{validate_env_key, validate_env_set, validate_env_value};
 
 use crate::dirs::DataDir;
 use crate::error::{Error, Result};
-use crate::host;
 
 /// The kernel command line the default image boots with. Always extended by the backend with
 /// what the machine needs (see `backend::qemu::kernel_cmdline`).
@@ -123,7 +122,7 @@ pub fn validate_vm_id(id: &str) -> Result<()> {
 
 /// A fresh random VM id (`vm-` and 8 hex digits).
 pub fn random_vm_id() -> String {
-    format!("vm-{:08x}", host::random_u64() as u32)
+    format!("vm-{:08x}", smolvm_sys::random::random_u64() as u32)
 }
 
 /// vCPUs and memory within what this host can run.
@@ -134,7 +133,7 @@ fn check_sizing(vcpu_count: u32, mem_size_mib: u32) -> Result<()> {
             reason: format!("{vcpu_count} vCPUs requested; use 1 to {MAX_VCPUS}"),
         });
     }
-    let host_mib = host::total_memory_mib();
+    let host_mib = smolvm_sys::process::total_memory_mib();
     if mem_size_mib < MIN_MEMORY_MIB || u64::from(mem_size_mib) > host_mib {
         return Err(Error::InvalidConfig {
             field: "mem_size_mib",

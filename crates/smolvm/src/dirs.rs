@@ -25,7 +25,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::fsutil::PRIVATE_DIR;
+use smolvm_sys::fs::PRIVATE_DIR;
 
 /// Top-level folders an older SmolVM created 0755; tightened together with the root.
 const SUBDIRS: [&str; 7] = [
@@ -70,7 +70,7 @@ impl DataDir {
         let meta = match std::fs::metadata(root) {
             Ok(meta) => meta,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return crate::fsutil::create_dir_private(root)
+                return smolvm_sys::fs::create_dir_private(root)
                     .map_err(|e| Error::io(format!("creating {}", root.display()), e));
             }
             Err(e) => return Err(Error::io(format!("checking {}", root.display()), e)),
@@ -141,7 +141,7 @@ impl DataDir {
             if meta.is_file() && meta.uid() == me && meta.mode() & 0o077 != 0 {
                 let _ = std::fs::set_permissions(
                     &file,
-                    std::fs::Permissions::from_mode(crate::fsutil::PRIVATE_FILE),
+                    std::fs::Permissions::from_mode(smolvm_sys::fs::PRIVATE_FILE),
                 );
             }
         }
@@ -218,7 +218,7 @@ mod tests {
         std::env::temp_dir().join(format!(
             "smolvm-dirs-{name}-{}-{:x}",
             std::process::id(),
-            crate::host::random_u64()
+            smolvm_sys::random::random_u64()
         ))
     }
 

@@ -69,7 +69,7 @@ pub fn start(
     vm_id: &str,
     ephemeral: bool,
 ) -> Result<Started> {
-    let log = crate::fsutil::open_private_append(&paths.supervisor_log())
+    let log = smolvm_sys::fs::open_private_append(&paths.supervisor_log())
         .map_err(|e| Error::io(format!("opening {}", paths.supervisor_log().display()), e))?;
     let mut command = Command::new(&launcher.program);
     command.args(&launcher.args).arg("--dir").arg(paths.dir());

@@ -20,7 +20,6 @@ pub mod config;
 pub mod dirs;
 mod error;
 pub mod files;
-mod fsutil;
 pub mod host;
 pub mod image;
 pub mod launch;

@@ -1,10 +1,11 @@
 //! What a sandbox is doing right now, read from its directory and `/proc` only — never from a
 //! socket — so that listing sandboxes cannot hang on a dead VM.
 
-use std::path::Path;
 use std::time::SystemTime;
 
 use serde::Serialize;
+
+use smolvm_sys::process::{cmdline_contains, pid_alive, read_pid};
 
 use crate::dirs::DataDir;
 use crate::error::{Error, Result};
@@ -30,22 +31,6 @@ pub struct SandboxInfo {
     pub uptime_secs: Option<u64>,
     /// How its QEMU is confined (seccomp, uid, namespaces), while running.
     pub confinement: Option<crate::backend::jail::Report>,
-}
-
-/// Reads a pid file; `None` when absent or malformed.
-pub fn read_pid(path: &Path) -> Option<u32> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
-/// Whether `pid` is a live process (not a zombie).
-pub fn pid_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the command name, which is in parentheses and may contain spaces.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
 }
 
 /// The live state of `record`.
@@ -139,9 +124,9 @@ pub fn purge(data: &DataDir, info: &SandboxInfo) -> Result<()> {
     .into_iter()
     .flatten()
     {
-        if pid_alive(pid) && process_belongs_to(pid, paths.dir()) {
-            // SAFETY: kill with plain integers; the process was checked to be this sandbox's.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        // Checked to be this sandbox's process (a pid may have been recycled).
+        if pid_alive(pid) && cmdline_contains(pid, &paths.dir().display().to_string()) {
+            let _ = smolvm_sys::process::kill(pid, libc::SIGKILL);
         }
     }
     match std::fs::remove_dir_all(paths.dir()) {
@@ -150,21 +135,4 @@ pub fn purge(data: &DataDir, info: &SandboxInfo) -> Result<()> {
         Err(e) => return Err(Error::io(format!("removing {}", paths.dir().display()), e)),
     }
     Store::open(data)?.remove(&info.record.id)
-}
-
-/// Whether `pid`'s command line names `dir` (guards against killing a recycled pid).
-fn process_belongs_to(pid: u32, dir: &Path) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&dir.display().to_string()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn own_process_is_alive_and_a_dead_pid_is_not() {
-        assert!(pid_alive(std::process::id()));
-        assert!(!pid_alive(u32::MAX - 1));
-    }
 }

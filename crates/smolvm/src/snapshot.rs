@@ -117,7 +117,7 @@ pub fn validate_snapshot_id(id: &str) -> Result<()> {
 
 /// A new snapshot id: `snap-` and eight hex digits.
 pub fn new_snapshot_id() -> String {
-    format!("snap-{}", crate::host::random_hex(4))
+    format!("snap-{}", smolvm_sys::random::random_hex(4))
 }
 
 /// Checks that the files a restore reads from snapshot (or template) directory `dir` are
@@ -207,7 +207,7 @@ fn remove_if_abandoned(path: &Path, name: &str) {
         .rsplit_once(".partial-")
         .and_then(|(_, pid)| pid.parse::<u32>().ok());
     if let Some(pid) = pid {
-        if !crate::sandbox::pid_alive(pid) {
+        if !smolvm_sys::process::pid_alive(pid) {
             tracing::info!("removing abandoned partial snapshot {}", path.display());
             let _ = std::fs::remove_dir_all(path);
         }
@@ -239,9 +239,10 @@ pub fn remove(data: &DataDir, id: &str) -> Result<SnapshotMeta> {
     let meta = find(data, id)?;
     let dir = snapshot_dir(data, id);
     // Renamed away first, so that the snapshot disappears at once and whole.
-    let doomed = data
-        .snapshots_dir()
-        .join(format!(".{id}.removing-{}", crate::host::random_hex(4)));
+    let doomed = data.snapshots_dir().join(format!(
+        ".{id}.removing-{}",
+        smolvm_sys::random::random_hex(4)
+    ));
     std::fs::rename(&dir, &doomed)
         .map_err(|e| Error::io(format!("removing {}", dir.display()), e))?;
     std::fs::remove_dir_all(&doomed)

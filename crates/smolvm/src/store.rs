@@ -56,7 +56,7 @@ impl Store {
                 .write(true)
                 .create(true)
                 .truncate(false)
-                .mode(crate::fsutil::PRIVATE_FILE)
+                .mode(smolvm_sys::fs::PRIVATE_FILE)
                 .open(&path)
                 .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
         }
@@ -179,7 +179,7 @@ const NOUNS: &[&str] = &[
 
 /// A readable random name (`adjective-noun-NNNN`).
 pub fn generate_name() -> String {
-    let r = crate::host::random_u64();
+    let r = smolvm_sys::random::random_u64();
     let adjective = ADJECTIVES[(r % ADJECTIVES.len() as u64) as usize];
     let noun = NOUNS[((r >> 16) % NOUNS.len() as u64) as usize];
     format!("{adjective}-{noun}-{:04}", (r >> 32) % 10_000)

@@ -88,10 +88,12 @@ pub fn ensure(
         }
     }
     let parent = data.templates_dir();
-    crate::fsutil::create_dir_private(&parent)
+    smolvm_sys::fs::create_dir_private(&parent)
         .map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
     // One builder per template; the others wait and then use its result.
-    let _lock = crate::fsutil::lock(&parent.join(format!(".{key}.lock")))?;
+    let lock_path = parent.join(format!(".{key}.lock"));
+    let _lock = smolvm_sys::fs::lock(&lock_path)
+        .map_err(|e| Error::io(format!("locking {}", lock_path.display()), e))?;
     if let Some(dir) = find_current(data, config) {
         // Made before templates kept their memory uncompressed.
         if !SnapshotPaths::new(&dir).memory_raw().is_file() {
@@ -110,7 +112,7 @@ pub fn ensure(
         return Err(template_failed(&key, why));
     }
     if let Err(e) = build(data, config, &key, launcher) {
-        let _ = crate::fsutil::write_atomic(&marker, format!("{stamp}\n{e}").as_bytes());
+        let _ = smolvm_sys::fs::write_atomic(&marker, format!("{stamp}\n{e}").as_bytes());
         return Err(e);
     }
     let _ = std::fs::remove_file(&marker);
@@ -161,7 +163,7 @@ fn build(
     let compat = Compat::current()?;
     let mut vm = SmolVm::with_data_dir(
         VmConfig {
-            vm_id: Some(format!("tpl-{}", crate::host::random_hex(4))),
+            vm_id: Some(format!("tpl-{}", smolvm_sys::random::random_hex(4))),
             vcpu_count: config.vcpu_count,
             mem_size_mib: config.mem_size_mib,
             image: Some(config.image.clone()),
@@ -177,9 +179,10 @@ fn build(
     vm.run(WARM_UP)?;
     let dir = template_dir(data, key);
     if dir.exists() {
-        let stale = data
-            .templates_dir()
-            .join(format!(".{key}.stale-{}", crate::host::random_hex(4)));
+        let stale = data.templates_dir().join(format!(
+            ".{key}.stale-{}",
+            smolvm_sys::random::random_hex(4)
+        ));
         std::fs::rename(&dir, &stale)
             .and_then(|()| std::fs::remove_dir_all(&stale))
             .map_err(|e| Error::io(format!("replacing the stale template {}", dir.display()), e))?;
@@ -249,7 +252,7 @@ pub(crate) fn prepare_vm_dir(
     let snap = SnapshotPaths::new(snapshot_dir);
     let link = |from: &Path, to: &Path| {
         let _ = std::fs::remove_file(to);
-        crate::fsutil::link_or_copy(from, to).map_err(|e| {
+        smolvm_sys::fs::link_or_copy(from, to).map_err(|e| {
             Error::io(
                 format!("linking {} into {}", from.display(), to.display()),
                 e,
@@ -261,7 +264,7 @@ pub(crate) fn prepare_vm_dir(
         config.kernel_path = paths.kernel_link();
     }
     if snap.overlay().is_file() {
-        crate::fsutil::AtomicFile::create(&paths.overlay(), crate::fsutil::PRIVATE_FILE)
+        smolvm_sys::fs::AtomicFile::create(&paths.overlay(), smolvm_sys::fs::PRIVATE_FILE)
             .and_then(|mut tmp| {
                 std::io::copy(&mut std::fs::File::open(snap.overlay())?, tmp.file())?;
                 tmp.commit()

@@ -75,7 +75,7 @@ impl Staging {
         let name = dest.file_name().unwrap_or_default().to_string_lossy();
         let path = parent.join(format!(
             ".{name}.smolvm-partial-{:08x}",
-            crate::host::random_u64() as u32
+            smolvm_sys::random::random_u64() as u32
         ));
         // 0700 while it is built: nobody else can look at or change a half-written tree.
         fs::DirBuilder::new().mode(0o700).create(&path)?;
@@ -277,7 +277,7 @@ pub fn install(staging: Staging, dest: &Path, overwrite: bool) -> io::Result<()>
             }
         }
     }
-    let _ = crate::fsutil::sync_dir(parent);
+    let _ = smolvm_sys::fs::sync_dir(parent);
     Ok(())
 }
 

@@ -165,7 +165,7 @@ fn write_local_atomically(dest: &Path, fill: impl FnOnce(&mut File) -> Result<u3
         .unwrap_or_default();
     let tmp = dir.join(format!(
         ".{name}.smolvm-{:08x}.tmp",
-        crate::host::random_u64() as u32
+        smolvm_sys::random::random_u64() as u32
     ));
     let result = (|| {
         let mut file = OpenOptions::new()

@@ -232,10 +232,10 @@ pub fn copy_with_new_init(base: &Path, dest: &Path, agent: &[u8], scratch: &Path
     }
     std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o644))
         .map_err(|e| Error::io(format!("preparing {}", dest.display()), e))?;
-    crate::fsutil::create_dir_private(scratch)
+    smolvm_sys::fs::create_dir_private(scratch)
         .map_err(|e| Error::io(format!("creating {}", scratch.display()), e))?;
     let staged = scratch.join(format!("agent-{}.init", std::process::id()));
-    crate::fsutil::create_with_mode(&staged, crate::fsutil::PRIVATE_FILE)
+    smolvm_sys::fs::create_with_mode(&staged, smolvm_sys::fs::PRIVATE_FILE)
         .and_then(|mut file| file.write_all(agent))
         .map_err(|e| Error::io(format!("writing {}", staged.display()), e))?;
     let script = format!(
@@ -307,7 +307,7 @@ pub fn create_overlay(paths: &VmPaths, base: &Path) -> Result<()> {
     let creating = |e| Error::io(format!("creating {}", overlay.display()), e);
     // A relative backing name is resolved against the overlay's own folder, so the overlay
     // is created in place (under a temporary name, 0600) and renamed once complete.
-    let tmp = crate::fsutil::AtomicFile::create(&overlay, crate::fsutil::PRIVATE_FILE)
+    let tmp = smolvm_sys::fs::AtomicFile::create(&overlay, smolvm_sys::fs::PRIVATE_FILE)
         .map_err(creating)?;
     let out = Command::new(qemu_img)
         .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])

@@ -242,12 +242,12 @@ fn write_image(
     progress: &dyn Progress,
 ) -> Result<()> {
     let dir = data.image_dir(name);
-    crate::fsutil::create_dir_private(&dir)
+    smolvm_sys::fs::create_dir_private(&dir)
         .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     let path = image::initramfs_path(data, name);
     let written = (|| -> std::io::Result<u64> {
         // Readable: a QEMU confined to another uid may need to read it.
-        let mut tmp = crate::fsutil::AtomicFile::create(&path, crate::fsutil::READABLE_FILE)?;
+        let mut tmp = smolvm_sys::fs::AtomicFile::create(&path, smolvm_sys::fs::READABLE_FILE)?;
         let mut archive = Archive {
             out: Some(BufWriter::new(tmp.file())),
             ino: 0,
@@ -269,7 +269,7 @@ fn write_image(
             size_bytes,
             base: None,
             packages: Vec::new(),
-            built_at_unix: crate::fsutil::unix_now(),
+            built_at_unix: smolvm_sys::fs::unix_now(),
             build_ms: 0,
             tree_hash: None,
         },

@@ -84,7 +84,7 @@ pub fn build(data: &DataDir, progress: &dyn Progress) -> Result<bool> {
     ));
     let tree = unpack_source(data, &version, progress)?;
     let fragment = data.build_dir().join("smolvm.config");
-    crate::fsutil::write_atomic(&fragment, CONFIG_FRAGMENT.as_bytes())
+    smolvm_sys::fs::write_atomic(&fragment, CONFIG_FRAGMENT.as_bytes())
         .map_err(|e| Error::io(format!("writing {}", fragment.display()), e))?;
     // Regenerating .config touches every object's dependencies; skip it when the tree was
     // configured from the same inputs, so that a retried build resumes where it stopped.
@@ -103,7 +103,7 @@ pub fn build(data: &DataDir, progress: &dyn Progress) -> Result<bool> {
         )?;
         run_make(&tree, &["olddefconfig"], progress)?;
         verify_config(&tree)?;
-        crate::fsutil::write_atomic(&config_stamp, hash.as_bytes())
+        smolvm_sys::fs::write_atomic(&config_stamp, hash.as_bytes())
             .map_err(|e| Error::io("writing the config stamp", e))?;
     }
     let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -113,13 +113,13 @@ pub fn build(data: &DataDir, progress: &dyn Progress) -> Result<bool> {
     let bytes =
         std::fs::read(&built).map_err(|e| Error::io(format!("reading {}", built.display()), e))?;
     // Readable: a QEMU confined to another uid may need to read it.
-    crate::fsutil::write_atomic_mode(&data.kernel(), &bytes, crate::fsutil::READABLE_FILE)
+    smolvm_sys::fs::write_atomic_mode(&data.kernel(), &bytes, smolvm_sys::fs::READABLE_FILE)
         .map_err(|e| Error::io(format!("writing {}", data.kernel().display()), e))?;
     let meta = KernelMeta {
         inputs_hash: inputs_hash(&version),
         source_version: version,
     };
-    crate::fsutil::write_atomic(
+    smolvm_sys::fs::write_atomic(
         &meta_path(data),
         &serde_json::to_vec_pretty(&meta).expect("serialises"),
     )
@@ -139,7 +139,7 @@ fn unpack_source(data: &DataDir, version: &str, progress: &dyn Progress) -> Resu
         return Ok(tree);
     }
     let _ = std::fs::remove_dir_all(&tree);
-    crate::fsutil::create_dir_private(&build)
+    smolvm_sys::fs::create_dir_private(&build)
         .map_err(|e| Error::io(format!("creating {}", build.display()), e))?;
     progress.tick("unpacking the kernel source");
     run(
@@ -151,7 +151,7 @@ fn unpack_source(data: &DataDir, version: &str, progress: &dyn Progress) -> Resu
         "tar",
         progress,
     )?;
-    crate::fsutil::write_atomic(&stamp, version.as_bytes())
+    smolvm_sys::fs::write_atomic(&stamp, version.as_bytes())
         .map_err(|e| Error::io("writing the source stamp", e))?;
     Ok(tree)
 }

@@ -324,7 +324,7 @@ pub fn is_static_elf(bytes: &[u8]) -> bool {
 /// Writes the image metadata next to its root filesystem.
 pub(crate) fn write_meta(dir: &Path, meta: &ImageMeta) -> Result<()> {
     let json = serde_json::to_vec_pretty(meta).expect("metadata serialises");
-    crate::fsutil::write_atomic(&dir.join(IMAGE_META_FILE), &json).map_err(|e| {
+    smolvm_sys::fs::write_atomic(&dir.join(IMAGE_META_FILE), &json).map_err(|e| {
         Error::io(
             format!("writing {}", dir.join(IMAGE_META_FILE).display()),
             e,

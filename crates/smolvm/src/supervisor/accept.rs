@@ -217,7 +217,7 @@ mod tests {
         let path = std::env::temp_dir().join(format!(
             "smolvm-accept-{name}-{}-{:x}.sock",
             std::process::id(),
-            crate::host::random_u64()
+            smolvm_sys::random::random_u64()
         ));
         (UnixListener::bind(&path).unwrap(), path)
     }

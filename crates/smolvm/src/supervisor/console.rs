@@ -12,7 +12,7 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::fsutil::{create_with_mode, open_private_append, PRIVATE_FILE};
+use smolvm_sys::fs::{create_with_mode, open_private_append, PRIVATE_FILE};
 
 /// Size at which `console.log` is rotated: 4 MiB, far more than a boot prints, small enough
 /// that two of them per sandbox do not matter.
@@ -116,9 +116,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!(
             "smolvm-console-{name}-{}-{:x}",
             std::process::id(),
-            crate::host::random_u64()
+            smolvm_sys::random::random_u64()
         ));
-        crate::fsutil::create_dir_private(&dir).unwrap();
+        smolvm_sys::fs::create_dir_private(&dir).unwrap();
         dir
     }
 

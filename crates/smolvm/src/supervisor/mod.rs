@@ -124,9 +124,9 @@ impl Supervisor {
                     "VM {} did not shut down within {grace:?}; killing QEMU",
                     this.vm_id
                 );
-                // SAFETY: kill takes plain integers; QEMU is our child and not yet reaped
-                // (qemu_exited is still false), so the pid cannot have been reused.
-                unsafe { libc::kill(this.qemu_pid as i32, libc::SIGKILL) };
+                // QEMU is our child and not yet reaped (qemu_exited is still false), so the
+                // pid cannot have been reused.
+                let _ = smolvm_sys::process::kill(this.qemu_pid, libc::SIGKILL);
             }
         });
         if self.paused.load(Ordering::SeqCst) {
@@ -160,7 +160,7 @@ pub fn run(dir: &Path) -> i32 {
             return 1;
         }
     };
-    let _ = crate::fsutil::write_atomic(
+    let _ = smolvm_sys::fs::write_atomic(
         &paths.supervisor_pid(),
         std::process::id().to_string().as_bytes(),
     );
@@ -246,7 +246,7 @@ fn finish(paths: &VmPaths, spec: &LaunchSpec, state: &str, reason: &str) {
         reason: reason.into(),
         at_unix,
     };
-    let _ = crate::fsutil::write_atomic(
+    let _ = smolvm_sys::fs::write_atomic(
         &paths.exit_record(),
         &serde_json::to_vec(&record).expect("serialises"),
     );
@@ -300,7 +300,7 @@ fn boot(
     );
 
     let _ = std::fs::remove_file(paths.api_socket());
-    let api = crate::fsutil::bind_private(&paths.api_socket())
+    let api = smolvm_sys::fs::bind_private(&paths.api_socket())
         .map_err(|e| format!("cannot listen on {}: {e}", paths.api_socket().display()))?;
 
     let (incoming, restoring) = match &spec.restore_from {
@@ -321,7 +321,7 @@ fn boot(
     let spawned = crate::backend::spawn(prepared, &confinement)?;
     let qemu_pid = spawned.child.id();
     let mut guard = KillOnDrop(Some(spawned.child), spawned.parent);
-    let _ = crate::fsutil::write_atomic(&paths.qemu_pid(), qemu_pid.to_string().as_bytes());
+    let _ = smolvm_sys::fs::write_atomic(&paths.qemu_pid(), qemu_pid.to_string().as_bytes());
     tracing::info!("VM {}: QEMU pid {qemu_pid}", config.vm_id);
     log_console(spawned.console, &paths.console_log())
         .map_err(|e| format!("cannot start the console logger: {e}"))?;
@@ -363,8 +363,8 @@ fn boot(
         machine_id: spec
             .machine_id
             .clone()
-            .unwrap_or_else(|| crate::host::random_hex(16)),
-        seed: crate::host::random_hex(64),
+            .unwrap_or_else(|| smolvm_sys::random::random_hex(16)),
+        seed: smolvm_sys::random::random_hex(64),
     };
     tracing::debug!("VM {}: guest running, handshake", config.vm_id);
     let agent = handshake(&supervisor, guard.0.as_mut().expect("child"), identity)?;
@@ -417,7 +417,7 @@ fn save_env(supervisor: &Supervisor, path: &Path) {
     {
         Ok(Ok(Response::EnvVars { vars })) => {
             let json = serde_json::to_vec(&vars).expect("serialises");
-            if let Err(e) = crate::fsutil::write_atomic(path, &json) {
+            if let Err(e) = smolvm_sys::fs::write_atomic(path, &json) {
                 tracing::warn!(
                     "cannot save environment variables to {}: {e}",
                     path.display()

@@ -123,7 +123,7 @@ pub struct RawCheck {
 pub fn unpack_memory(dir: &Path) -> std::io::Result<RawCheck> {
     let files = SnapshotPaths::new(dir);
     let mut raw =
-        crate::fsutil::AtomicFile::create(&files.memory_raw(), crate::fsutil::PRIVATE_FILE)?;
+        smolvm_sys::fs::AtomicFile::create(&files.memory_raw(), smolvm_sys::fs::PRIVATE_FILE)?;
     {
         let mut decoder = zstd::stream::Decoder::new(File::open(files.memory())?)?;
         let mut out = std::io::BufWriter::new(raw.file());
@@ -145,7 +145,7 @@ pub fn unpack_memory(dir: &Path) -> std::io::Result<RawCheck> {
             crc32: hasher.finalize(),
         };
         // The check first: a memory file without its check is unpacked again, never trusted.
-        crate::fsutil::write_atomic(
+        smolvm_sys::fs::write_atomic(
             &files.memory_raw_check(),
             &serde_json::to_vec(&check).expect("serialises"),
         )?;

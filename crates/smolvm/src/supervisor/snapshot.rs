@@ -19,9 +19,9 @@ use smolvm_protocol::{ErrorKind, Request, Response, SnapshotStats};
 
 use super::Supervisor;
 use crate::backend::qmp::Qmp;
-use crate::fsutil::{link_or_copy, sync_dir};
 use crate::image::RootFs;
 use crate::paths::SnapshotPaths;
+use smolvm_sys::fs::{link_or_copy, sync_dir};
 
 /// The name QEMU's monitor knows the migration stream's descriptor by.
 const MIGRATION_FD_NAME: &str = "migration";
@@ -46,7 +46,7 @@ impl Supervisor {
         self.paused.store(paused, Ordering::SeqCst);
         let marker = self.paths.paused_marker();
         if paused {
-            let _ = crate::fsutil::create_with_mode(&marker, crate::fsutil::PRIVATE_FILE);
+            let _ = smolvm_sys::fs::create_with_mode(&marker, smolvm_sys::fs::PRIVATE_FILE);
         } else {
             let _ = std::fs::remove_file(marker);
         }
@@ -211,7 +211,7 @@ fn write_snapshot(
     started: Instant,
 ) -> Result<SnapshotStats, String> {
     let io = |what: &str, path: &Path, e: std::io::Error| format!("{what} {}: {e}", path.display());
-    crate::fsutil::create_dir_private(partial).map_err(|e| io("creating", partial, e))?;
+    smolvm_sys::fs::create_dir_private(partial).map_err(|e| io("creating", partial, e))?;
     let files = SnapshotPaths::new(partial);
     // The stream comes over a socket pair whose other end QEMU gets through the monitor
     // (`getfd`): a confined QEMU can reach no socket by name.
@@ -258,7 +258,7 @@ fn write_snapshot(
         );
     }
     let json = serde_json::to_vec_pretty(&meta).expect("serialises");
-    crate::fsutil::write_atomic(&files.meta(), &json)
+    smolvm_sys::fs::write_atomic(&files.meta(), &json)
         .map_err(|e| io("writing", &files.meta(), e))?;
     sync_dir(partial).map_err(|e| io("syncing", partial, e))?;
     std::fs::rename(partial, dest).map_err(|e| io("renaming into", dest, e))?;
@@ -271,7 +271,7 @@ fn write_snapshot(
 /// Compresses the migration stream into `path` (durably); returns the raw and compressed
 /// sizes.
 fn compress_stream(mut stream: UnixStream, path: &Path) -> std::io::Result<(u64, u64)> {
-    let file = crate::fsutil::create_with_mode(path, crate::fsutil::PRIVATE_FILE)?;
+    let file = smolvm_sys::fs::create_with_mode(path, smolvm_sys::fs::PRIVATE_FILE)?;
     let mut encoder = zstd::stream::Encoder::new(std::io::BufWriter::new(file), ZSTD_LEVEL)?;
     encoder.include_checksum(true)?;
     encoder.include_contentsize(false)?;
@@ -342,7 +342,7 @@ fn copy_boot_files(supervisor: &Supervisor, files: &SnapshotPaths) -> Result<u64
                 .and_then(|f| {
                     use std::os::unix::fs::PermissionsExt;
                     f.set_permissions(std::fs::Permissions::from_mode(
-                        crate::fsutil::PRIVATE_FILE,
+                        smolvm_sys::fs::PRIVATE_FILE,
                     ))?;
                     f.sync_all()
                 })

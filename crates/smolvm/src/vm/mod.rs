@@ -280,8 +280,8 @@ impl SmolVm {
             self.persistent && inner.state == VmState::Stopped && self.paths.spec().is_file();
         if restart {
             // Two supervisors on one disk would corrupt it: wait for the last one to be gone.
-            if let Some(pid) = crate::sandbox::read_pid(&self.paths.supervisor_pid())
-                .filter(|p| crate::sandbox::pid_alive(*p))
+            if let Some(pid) = smolvm_sys::process::read_pid(&self.paths.supervisor_pid())
+                .filter(|p| smolvm_sys::process::pid_alive(*p))
             {
                 return Err(Error::StartFailed {
                     vm_id: self.config.vm_id.clone(),
@@ -338,7 +338,7 @@ impl SmolVm {
     /// Claims the name in the registry and creates the VM's directory.
     fn register(&self) -> Result<()> {
         let record = Record {
-            id: format!("vm-{:08x}", crate::host::random_u64() as u32),
+            id: format!("vm-{:08x}", smolvm_sys::random::random_u64() as u32),
             name: self.config.vm_id.clone(),
             image: self.config.image.clone(),
             memory_mib: self.config.mem_size_mib,
@@ -360,7 +360,7 @@ impl SmolVm {
         let dir = self.paths.dir();
         // The name was free in the registry, so anything left here is debris of a crash.
         let _ = std::fs::remove_dir_all(dir);
-        if let Err(e) = crate::fsutil::create_dir_private(dir) {
+        if let Err(e) = smolvm_sys::fs::create_dir_private(dir) {
             self.unregister();
             return Err(Error::io(format!("creating {}", dir.display()), e));
         }
@@ -430,9 +430,9 @@ impl SmolVm {
             data_dir: self.data.root().to_path_buf(),
             ephemeral: !self.persistent,
             restore_from,
-            machine_id: Some(machine_id.unwrap_or_else(|| crate::host::random_hex(16))),
+            machine_id: Some(machine_id.unwrap_or_else(|| smolvm_sys::random::random_hex(16))),
         };
-        crate::fsutil::write_atomic(
+        smolvm_sys::fs::write_atomic(
             &self.paths.spec(),
             &serde_json::to_vec_pretty(&spec).expect("serialises"),
         )
@@ -551,10 +551,10 @@ impl SmolVm {
                 }
             }
             SupervisorProcess::Detached(pid) => {
-                while crate::sandbox::pid_alive(pid) {
+                while smolvm_sys::process::pid_alive(pid) {
                     if Instant::now() > deadline {
-                        // SAFETY: kill with plain integers; the pid is this VM's supervisor.
-                        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                        // The pid is this VM's supervisor (checked alive just above).
+                        let _ = smolvm_sys::process::kill(pid, libc::SIGKILL);
                         break;
                     }
                     std::thread::sleep(Duration::from_millis(5));

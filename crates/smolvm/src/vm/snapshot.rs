@@ -74,7 +74,7 @@ impl SmolVm {
             });
         }
         let parent = self.data.snapshots_dir();
-        crate::fsutil::create_dir_private(&parent)
+        smolvm_sys::fs::create_dir_private(&parent)
             .map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
         self.snapshot_into(&dir, &id, options, None)
     }
@@ -94,7 +94,7 @@ impl SmolVm {
             id: id.to_string(),
             source_vm: self.config.vm_id.clone(),
             image: self.config.image.clone(),
-            created_at: crate::fsutil::unix_now(),
+            created_at: smolvm_sys::fs::unix_now(),
             config,
             compat: Compat::current()?,
             template_fingerprint,

@@ -49,7 +49,7 @@ pub fn available_mib(dir: &Path) -> Result<u64> {
     Ok(stat.f_bavail as u64 * stat.f_frsize as u64 / (1 << 20))
 }
 
-pub(crate) use crate::fsutil::lock;
+pub(crate) use smolvm_sys::fs::lock;
 
 /// Unmounts whatever a killed debootstrap left mounted inside `tree`, then deletes `tree`
 /// without crossing into other filesystems (debootstrap may bind-mount the host's /dev there).

@@ -218,10 +218,12 @@ pub fn build(
         return Ok(false);
     }
     let locks = data.build_dir().join("locks");
-    crate::fsutil::create_dir_private(&locks)
+    smolvm_sys::fs::create_dir_private(&locks)
         .map_err(|e| Error::io(format!("creating {}", locks.display()), e))?;
     // One build per image name at a time; a second `setup` waits, then finds it current.
-    let _lock = lock(&locks.join(format!("image-{}.lock", spec.name)))?;
+    let lock_path = locks.join(format!("image-{}.lock", spec.name));
+    let _lock =
+        lock(&lock_path).map_err(|e| Error::io(format!("locking {}", lock_path.display()), e))?;
     if image::is_current(data, &spec.name, &hash) {
         return Ok(false);
     }
@@ -281,7 +283,7 @@ pub fn build(
             size_bytes: std::fs::metadata(&ext4).map_or(0, |m| m.len()),
             base: Some(format!("debian {SUITE} {VARIANT}")),
             packages: spec.all_packages(),
-            built_at_unix: crate::fsutil::unix_now(),
+            built_at_unix: smolvm_sys::fs::unix_now(),
             build_ms: started.elapsed().as_millis() as u64,
             tree_hash: Some(spec.tree_hash()),
         },
@@ -312,7 +314,7 @@ fn swap_agent(
     }
     let meta = ImageMeta {
         inputs_hash,
-        built_at_unix: crate::fsutil::unix_now(),
+        built_at_unix: smolvm_sys::fs::unix_now(),
         ..old
     };
     install(data, spec, &tmp, meta)?;
@@ -378,7 +380,7 @@ fn build_in(
 ) -> Result<PathBuf> {
     let cache = data.root().join("cache").join("debootstrap");
     for dir in [tree, &cache, &data.image_dir(&spec.name)] {
-        crate::fsutil::create_dir_private(dir)
+        smolvm_sys::fs::create_dir_private(dir)
             .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     }
     let mirror = mirror();

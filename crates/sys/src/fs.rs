@@ -103,7 +103,7 @@ impl AtomicFile {
         let tmp = dir.join(format!(
             ".{name}.{}.{:x}.tmp",
             std::process::id(),
-            crate::host::random_u64()
+            crate::random::random_u64()
         ));
         // create_new: never write through a file (or symlink) someone else put there.
         let file = OpenOptions::new()
@@ -192,7 +192,7 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// An exclusive `flock` held until dropped.
-pub(crate) struct Lock(File);
+pub struct Lock(File);
 
 impl Drop for Lock {
     fn drop(&mut self) {
@@ -201,15 +201,12 @@ impl Drop for Lock {
     }
 }
 
-pub(crate) fn lock(path: &Path) -> crate::error::Result<Lock> {
-    let file = create_with_mode(path, PRIVATE_FILE)
-        .map_err(|e| crate::error::Error::io(format!("creating {}", path.display()), e))?;
+/// Creates (0600) and exclusively locks `path`, waiting for any other holder.
+pub fn lock(path: &Path) -> io::Result<Lock> {
+    let file = create_with_mode(path, PRIVATE_FILE)?;
     // SAFETY: flock on a descriptor we own.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(crate::error::Error::io(
-            format!("locking {}", path.display()),
-            std::io::Error::last_os_error(),
-        ));
+        return Err(io::Error::last_os_error());
     }
     Ok(Lock(file))
 }
@@ -230,7 +227,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!(
             "smolvm-fsutil-{name}-{}-{:x}",
             std::process::id(),
-            crate::host::random_u64()
+            crate::random::random_u64()
         ));
         create_dir_private(&dir).unwrap();
         dir

@@ -23,13 +23,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use serde::Serialize;
-use smolvm::backend::jail::Confinement;
-use smolvm::backend::qemu::{find_qemu, QemuBackend};
-use smolvm::backend::{Backend, LaunchOptions};
 use smolvm::config::DEFAULT_IMAGE;
 use smolvm::image::MINIMAL;
-use smolvm::paths::VmPaths;
-use smolvm::{host, image, DataDir, RunOptions, SmolVm, VmConfig};
+use smolvm::{image, DataDir, RunOptions, SmolVm, VmConfig};
 
 use crate::cli::BenchArgs;
 use crate::output::print_json;
@@ -217,42 +213,6 @@ fn image_build_secs(data: &DataDir, fresh: bool) -> Result<(f64, &'static str)> 
     Ok((elapsed, "fresh build (packages from the download cache)"))
 }
 
-/// Boots the floor image once: QEMU start to QEMU exit.
-fn boot_floor_once(
-    data: &DataDir,
-    backend: &QemuBackend,
-    scratch: &std::path::Path,
-) -> Result<Duration> {
-    let config = VmConfig {
-        rootfs_path: Some(image::rootfs_of(data, image::FLOOR)?),
-        boot_args: Some(format!("{} smolvm.floor", smolvm::DEFAULT_BOOT_ARGS)),
-        vm_id: Some("bench-floor".into()),
-        ..VmConfig::default()
-    }
-    .validate(data)?;
-    let paths = VmPaths::new(scratch);
-    // The floor is bare QEMU: no confinement (its cost is measured separately).
-    let prepared = backend
-        .prepare(
-            &config,
-            &paths,
-            LaunchOptions {
-                incoming: None,
-                confinement: Confinement::Off,
-            },
-        )
-        .map_err(|e| anyhow::anyhow!("preparing the boot-floor VM: {e}"))?;
-    let start = Instant::now();
-    let mut spawned = smolvm::backend::spawn(prepared, &Confinement::Off)
-        .map_err(|e| anyhow::anyhow!("starting QEMU for the boot floor: {e}"))?;
-    let status = spawned.child.wait()?;
-    let elapsed = start.elapsed();
-    if !status.success() {
-        bail!("the boot-floor VM exited with {status}");
-    }
-    Ok(elapsed)
-}
-
 /// Resident memory (KiB) of `pid`, and of its mapping of guest RAM (`guest_mib` large).
 fn rss_kib(pid: u32, guest_mib: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -289,12 +249,8 @@ pub fn run(args: BenchArgs, json: bool) -> Result<i32> {
         });
     }
     let data = DataDir::from_env();
-    let accel = host::choose_accel();
-    let accel_name = accel.accel.as_str();
-    let backend = QemuBackend::new(find_qemu()?, accel, host::tsc_khz(&data));
+    let accel_name = smolvm::floor::accelerator();
     crate::bench_snapshot::remove_leftovers(&data);
-    let scratch = data.vms_dir().join("bench-floor");
-    std::fs::create_dir_all(&scratch)?;
     let say = |msg: &str| {
         if !json {
             eprintln!("{msg}");
@@ -304,9 +260,8 @@ pub fn run(args: BenchArgs, json: bool) -> Result<i32> {
     say(&format!("boot floor: {} runs ({accel_name})", args.runs));
     let mut floor = Vec::new();
     for _ in 0..args.runs {
-        floor.push(boot_floor_once(&data, &backend, &scratch)?);
+        floor.push(smolvm::floor::boot_once(&data)?);
     }
-    let _ = std::fs::remove_dir_all(&scratch);
 
     // The cold start on minimal, and on each compared image, interleaved run by run.
     let mut measured: Vec<String> = vec![MINIMAL.to_string()];

@@ -201,3 +201,19 @@ impl Error {
 
 /// The SDK's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<smolvm_vmm::Error> for Error {
+    /// The SDK meets VMM errors only where it looks for the VMM itself (`find_qemu`) or
+    /// inspects a disk; the supervisor reports the rest in its start failure.
+    fn from(e: smolvm_vmm::Error) -> Self {
+        match e {
+            smolvm_vmm::Error::MissingProgram { program, hint } => {
+                Error::MissingProgram { program, hint }
+            }
+            smolvm_vmm::Error::Open { path, source } => {
+                Error::io(format!("opening {}", path.display()), source)
+            }
+            other => Error::io("the VMM", std::io::Error::other(other.to_string())),
+        }
+    }
+}

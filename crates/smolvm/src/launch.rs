@@ -41,7 +41,7 @@ impl Launcher {
             .take(3)
             .map(|d| d.join("smolvm-supervisor"))
             .find(|p| p.is_file());
-        let found = beside.or_else(|| crate::backend::qemu::find_in_path("smolvm-supervisor"));
+        let found = beside.or_else(|| smolvm_vmm::qemu::find_in_path("smolvm-supervisor"));
         found.map(|p| Self::new(p, Vec::new())).ok_or_else(|| Error::MissingFile {
             what: "smolvm-supervisor",
             path: exe.with_file_name("smolvm-supervisor"),

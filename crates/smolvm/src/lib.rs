@@ -14,13 +14,12 @@
 //! Each VM is run by a small supervisor process (see [`supervisor`]) that owns QEMU and the
 //! guest channel; the handle talks to it over a Unix socket.
 
-pub mod backend;
 pub mod client;
 pub mod config;
 pub mod dirs;
 mod error;
 pub mod files;
-pub mod host;
+pub mod floor;
 pub mod image;
 pub mod launch;
 pub mod paths;

@@ -30,7 +30,7 @@ pub struct SandboxInfo {
     /// Seconds since it started, while running.
     pub uptime_secs: Option<u64>,
     /// How its QEMU is confined (seccomp, uid, namespaces), while running.
-    pub confinement: Option<crate::backend::jail::Report>,
+    pub confinement: Option<smolvm_vmm::jail::Report>,
 }
 
 /// The live state of `record`.
@@ -57,7 +57,7 @@ pub fn inspect(data: &DataDir, record: Record) -> SandboxInfo {
             info.qemu_pid = read_pid(&paths.qemu_pid()).filter(|p| pid_alive(*p));
             info.confinement = info
                 .qemu_pid
-                .and_then(|p| crate::backend::jail::inspect(p).ok());
+                .and_then(|p| smolvm_vmm::jail::inspect(p).ok());
             info.uptime_secs = std::fs::metadata(paths.supervisor_pid())
                 .and_then(|m| m.modified())
                 .ok()

@@ -7,8 +7,8 @@ use serde::Serialize;
 
 use crate::dirs::DataDir;
 use crate::error::{Error, Result};
-use crate::host;
 use crate::image::{self, kernel, Progress};
+use smolvm_vmm::accel::{self, Accel, AccelChoice};
 
 /// Debian packages the host needs: QEMU to run guests; the kernel source and its build
 /// tools; busybox-static for the minimal image; debootstrap and e2fsprogs (mkfs.ext4 -d,
@@ -122,7 +122,7 @@ pub fn setup(
     )?;
     let images_built = minimal_built || debian_built;
     // Measure and cache the TSC frequency now rather than at the first boot.
-    let _ = host::tsc_khz(data);
+    let _ = accel::tsc_khz(&data.host_facts());
     Ok(SetupReport {
         installed_packages: missing.iter().map(|s| s.to_string()).collect(),
         kernel_built,
@@ -132,9 +132,9 @@ pub fn setup(
 }
 
 /// Creates the unprivileged system user that confined QEMUs run as (see
-/// [`crate::backend::jail`]), if it does not exist yet.
+/// [`smolvm_vmm::jail`]), if it does not exist yet.
 fn ensure_qemu_user(progress: &dyn Progress) -> Result<()> {
-    use crate::backend::jail::{lookup_user, QEMU_USER};
+    use smolvm_vmm::jail::{lookup_user, QEMU_USER};
     if lookup_user(QEMU_USER).is_some() {
         return Ok(());
     }
@@ -209,17 +209,13 @@ fn check(name: &str, result: std::result::Result<String, (String, String)>) -> C
     }
 }
 
-/// How VMs started now would have their QEMU confined (see [`crate::backend::jail`]).
-fn confinement_check(data: &DataDir, accel: &host::AccelChoice) -> Check {
-    use crate::backend::jail::{self, Confinement, QEMU_USER};
-    let qemu = crate::backend::qemu::find_qemu().unwrap_or_default();
-    let confinement = jail::choose(
-        &data.root().join("vms"),
-        &qemu,
-        accel.accel == host::Accel::Kvm,
-    );
+/// How VMs started now would have their QEMU confined (see [`smolvm_vmm::jail`]).
+fn confinement_check(data: &DataDir, accel: &AccelChoice) -> Check {
+    use smolvm_vmm::jail::{self, Confinement, QEMU_USER};
+    let qemu = smolvm_vmm::qemu::find_qemu().unwrap_or_default();
+    let confinement = jail::choose(&data.root().join("vms"), &qemu, accel.accel == Accel::Kvm);
     let mut detail = confinement.describe();
-    if accel.accel == host::Accel::Tcg {
+    if accel.accel == Accel::Tcg {
         // QEMU's own security policy: only virtualisation (KVM) is a security boundary.
         detail.push_str("; note: under software emulation (TCG) QEMU does not treat the guest as a security boundary");
     }
@@ -241,7 +237,7 @@ fn confinement_check(data: &DataDir, accel: &host::AccelChoice) -> Check {
 /// Checks every prerequisite of running a VM.
 pub fn doctor(data: &DataDir) -> Vec<Check> {
     let mut checks = Vec::new();
-    let qemu = crate::backend::qemu::find_qemu();
+    let qemu = smolvm_vmm::qemu::find_qemu();
     checks.push(check(
         "qemu",
         match &qemu {
@@ -267,7 +263,7 @@ pub fn doctor(data: &DataDir) -> Vec<Check> {
     ));
     checks.push(check(
         "qemu-img",
-        crate::backend::qemu::find_in_path("qemu-img")
+        smolvm_vmm::qemu::find_in_path("qemu-img")
             .map(|p| p.display().to_string())
             .ok_or_else(|| {
                 (
@@ -276,7 +272,7 @@ pub fn doctor(data: &DataDir) -> Vec<Check> {
                 )
             }),
     ));
-    let accel = host::choose_accel();
+    let accel = accel::choose_accel();
     checks.push(Check {
         name: "accel".into(),
         ok: true,

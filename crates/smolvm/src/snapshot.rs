@@ -55,9 +55,9 @@ pub struct Compat {
 impl Compat {
     /// This host, now.
     pub fn current() -> Result<Self> {
-        let qemu = crate::backend::qemu::find_qemu()?;
+        let qemu = smolvm_vmm::qemu::find_qemu()?;
         Ok(Self {
-            accel: crate::host::choose_accel().accel.as_str().to_string(),
+            accel: smolvm_vmm::accel::choose_accel().accel.as_str().to_string(),
             qemu: file_identity(&qemu),
             protocol: smolvm_protocol::PROTOCOL_VERSION,
         })

@@ -8,11 +8,10 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use smolvm::backend::jail::{self, Confinement};
-use smolvm::backend::qemu::QemuBackend;
-use smolvm::backend::{Backend, LaunchOptions};
-use smolvm::paths::VmPaths;
 use smolvm::{DataDir, VmConfig};
+use smolvm_vmm::jail::{self, Confinement};
+use smolvm_vmm::qemu::QemuBackend;
+use smolvm_vmm::{Backend, LaunchOptions, MachineSpec, RootDevice};
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -113,29 +112,37 @@ fn qemu_cannot_run_host_commands_even_through_its_monitor() {
     }
     .validate(&data)
     .unwrap();
-    let scratch = std::env::temp_dir().join(format!("smolvm-confine-{}", std::process::id()));
-    std::fs::create_dir_all(&scratch).unwrap();
-    let paths = VmPaths::new(&scratch);
+    let smolvm::image::RootFs::Initramfs(initramfs) = config.rootfs else {
+        panic!("minimal is an initramfs image");
+    };
+    let machine = MachineSpec {
+        name: config.vm_id,
+        memory_mib: config.mem_size_mib,
+        vcpus: config.vcpu_count,
+        kernel: config.kernel_path,
+        root: RootDevice::Initramfs(initramfs),
+        boot_args: config.boot_args,
+        volatile_disk: true,
+    };
     let backend = QemuBackend::new(
-        smolvm::backend::qemu::find_qemu().unwrap(),
-        smolvm::host::choose_accel(),
-        smolvm::host::tsc_khz(&data),
+        smolvm_vmm::qemu::find_qemu().unwrap(),
+        smolvm_vmm::accel::choose_accel(),
+        smolvm_vmm::accel::tsc_khz(&data.host_facts()),
     );
     let marker = std::env::temp_dir().join(format!("smolvm-pwned-{}", std::process::id()));
     let _ = std::fs::remove_file(&marker);
     // Seccomp alone (no jail), so that the marker's folder is the host's own /tmp.
     let prepared = backend
         .prepare(
-            &config,
-            &paths,
+            &machine,
             LaunchOptions {
                 incoming: None,
                 confinement: Confinement::Seccomp,
             },
         )
         .unwrap();
-    let mut spawned = smolvm::backend::spawn(prepared, &Confinement::Seccomp).unwrap();
-    let mut monitor = BufReader::new(spawned.qmp.try_clone().unwrap());
+    let mut spawned = smolvm_vmm::spawn(prepared, &Confinement::Seccomp).unwrap();
+    let mut monitor = BufReader::new(spawned.monitor.try_clone().unwrap());
     monitor
         .get_mut()
         .set_read_timeout(Some(Duration::from_secs(20)))
@@ -163,6 +170,5 @@ fn qemu_cannot_run_host_commands_even_through_its_monitor() {
     let _ = spawned.child.kill();
     let _ = spawned.child.wait();
     drop(spawned);
-    let _ = std::fs::remove_dir_all(&scratch);
     let _ = jail::inspect(std::process::id());
 }

@@ -1,10 +1,11 @@
-//! Facts about the host: CPU flags, accelerator, TSC frequency.
+//! Which accelerator a VM gets (KVM or software emulation), and the host TSC frequency a
+//! software-emulated guest is told.
 
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::dirs::DataDir;
+use std::path::Path;
 
 /// Which accelerator QEMU uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,10 +85,10 @@ struct HostFacts {
 ///
 /// Under TCG the guest reads the host's TSC directly, and the guest kernel's calibration of it
 /// against the PIT fails at random on microvm; passing `tsc_early_khz=` removes those hangs.
-pub fn tsc_khz(data: &DataDir) -> u64 {
+/// `cache` is a file of the caller's (the data directory's host facts).
+pub fn tsc_khz(cache: &Path) -> u64 {
     let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
-    let path = data.host_facts();
-    if let Ok(text) = std::fs::read_to_string(&path) {
+    if let Ok(text) = std::fs::read_to_string(cache) {
         if let Ok(facts) = serde_json::from_str::<HostFacts>(&text) {
             if facts.boot_id == boot_id && facts.tsc_khz > 0 {
                 return facts.tsc_khz;
@@ -97,7 +98,7 @@ pub fn tsc_khz(data: &DataDir) -> u64 {
     let tsc_khz = measure_tsc_khz();
     let facts = HostFacts { tsc_khz, boot_id };
     if let Ok(json) = serde_json::to_vec(&facts) {
-        let _ = smolvm_sys::fs::write_atomic(&path, &json);
+        let _ = smolvm_sys::fs::write_atomic(cache, &json);
     }
     tsc_khz
 }

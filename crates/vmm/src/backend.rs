@@ -1,24 +1,15 @@
-//! Virtual machine monitors. The supervisor starts a VM through a [`Backend`]; the guest
-//! channel and the protocol are the same whatever the backend.
-//!
-//! A backend turns a validated configuration into a process to spawn plus the host ends of
-//! the VM's three connections (guest channel, monitor, console). The VMM opens no file of
-//! ours by name: [`inherit`] hands it descriptors, and [`jail`] confines it before `exec`.
-
-pub mod inherit;
-pub mod jail;
-pub mod qemu;
-pub mod qmp;
+//! The backend seam: from a [`MachineSpec`] to a spawned, confined VMM process.
 
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 
-use crate::config::ValidConfig;
-use crate::paths::VmPaths;
-use inherit::Inherited;
-use jail::Confinement;
+use crate::error::{Error, Result};
+use crate::inherit::{self, Inherited};
+use crate::jail::{self, Confinement};
+use crate::machine::Machine;
+use crate::spec::MachineSpec;
 
 /// What a launch needs beyond the configuration.
 #[derive(Debug)]
@@ -39,25 +30,26 @@ pub struct PreparedVm {
     /// The host end of the guest channel.
     pub channel: UnixStream,
     /// The host end of the VMM's monitor.
-    pub qmp: UnixStream,
+    pub monitor: UnixStream,
     /// The host end of the serial console.
     pub console: UnixStream,
 }
 
 /// A way to run a VM.
-pub trait Backend {
+pub trait Backend: Send + Sync {
     /// Short name for logs and `doctor` (`qemu`).
     fn name(&self) -> &'static str;
     /// The accelerator in use (`kvm`, `tcg`).
     fn accel(&self) -> &'static str;
-    /// Opens everything `config` boots from (refusing a tampered disk) and builds the VMM's
-    /// command. The process must exit when the guest resets.
-    fn prepare(
-        &self,
-        config: &ValidConfig,
-        paths: &VmPaths,
-        options: LaunchOptions,
-    ) -> Result<PreparedVm, String>;
+    /// How this backend's VMM is confined on this host; `jail_root` is an empty folder of
+    /// the VM's for a jail's root filesystem.
+    fn confinement(&self, jail_root: &std::path::Path) -> Confinement;
+    /// Opens everything `spec` boots from (refusing a tampered disk) and builds the VMM's
+    /// command. The process must exit when the guest powers off or resets.
+    fn prepare(&self, spec: &MachineSpec, options: LaunchOptions) -> Result<PreparedVm>;
+    /// The controls of a machine spawned from this backend: `monitor` is its monitor's end
+    /// (from [`Spawned`]), `pid` its process.
+    fn machine(&self, monitor: UnixStream, pid: u32) -> Box<dyn Machine>;
 }
 
 /// The VMM's process and the supervisor's ends of its connections.
@@ -67,7 +59,7 @@ pub struct Spawned {
     /// The guest channel.
     pub channel: UnixStream,
     /// The monitor.
-    pub qmp: UnixStream,
+    pub monitor: UnixStream,
     /// The serial console.
     pub console: UnixStream,
     /// The thread that forked a jailed VMM; see [`ParentThread`].
@@ -91,18 +83,18 @@ impl Drop for ParentThread {
 /// Spawns a prepared VM: in the child, places the inherited descriptors, enters the jail
 /// (when `confinement` has one), and ties the VMM's life to the calling thread's
 /// (`PR_SET_PDEATHSIG`, set after the identity change, which would clear it).
-pub fn spawn(prepared: PreparedVm, confinement: &Confinement) -> Result<Spawned, String> {
+pub fn spawn(prepared: PreparedVm, confinement: &Confinement) -> Result<Spawned> {
     let PreparedVm {
         mut command,
         inherited,
         channel,
-        qmp,
+        monitor,
         console,
     } = prepared;
     let jail = match confinement {
         Confinement::Jailed(jail) => Some(
             jail.prepare()
-                .map_err(|e| format!("cannot prepare the VMM's jail: {e}"))?,
+                .map_err(|e| Error::io("cannot prepare the VMM's jail", e))?,
         ),
         _ => None,
     };
@@ -133,14 +125,14 @@ pub fn spawn(prepared: PreparedVm, confinement: &Confinement) -> Result<Spawned,
     } else {
         let child = command
             .spawn()
-            .map_err(|e| format!("cannot start the VMM: {e}"))?;
+            .map_err(|e| Error::io("cannot start the VMM", e))?;
         (child, None)
     };
     drop(inherited);
     Ok(Spawned {
         child,
         channel,
-        qmp,
+        monitor,
         console,
         parent,
     })
@@ -148,18 +140,18 @@ pub fn spawn(prepared: PreparedVm, confinement: &Confinement) -> Result<Spawned,
 
 /// Forks `command` from a thread of its own that first gives its children a new PID
 /// namespace (QEMU is PID 1 there and sees no other process), then waits to be released.
-fn spawn_in_pid_namespace(mut command: Command) -> Result<(Child, ParentThread), String> {
+fn spawn_in_pid_namespace(mut command: Command) -> Result<(Child, ParentThread)> {
     let (result_tx, result_rx) = std::sync::mpsc::channel();
     let (release, released) = std::sync::mpsc::channel::<()>();
     std::thread::Builder::new()
         .name("vmm-parent".into())
         .spawn(move || {
             let child = jail::new_pid_namespace_for_children()
-                .map_err(|e| format!("cannot create a PID namespace for the VMM: {e}"))
+                .map_err(|e| Error::io("cannot create a PID namespace for the VMM", e))
                 .and_then(|()| {
                     command
                         .spawn()
-                        .map_err(|e| format!("cannot start the VMM: {e}"))
+                        .map_err(|e| Error::io("cannot start the VMM", e))
                 });
             let started = child.is_ok();
             let _ = result_tx.send(child);
@@ -168,9 +160,12 @@ fn spawn_in_pid_namespace(mut command: Command) -> Result<(Child, ParentThread),
                 let _ = released.recv();
             }
         })
-        .map_err(|e| format!("cannot start a thread: {e}"))?;
-    let child = result_rx
-        .recv()
-        .map_err(|_| "the VMM's parent thread died".to_string())??;
+        .map_err(|e| Error::io("cannot start a thread", e))?;
+    let child = result_rx.recv().map_err(|_| {
+        Error::io(
+            "the VMM's parent thread died",
+            std::io::Error::other("no result"),
+        )
+    })??;
     Ok((child, ParentThread { release }))
 }

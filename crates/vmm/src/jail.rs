@@ -5,7 +5,7 @@
 //! - QEMU runs with its own seccomp filter (`-sandbox on,obsolete=deny,elevateprivileges=deny,
 //!   spawn=deny,resourcecontrol=deny`): no `exec`, no `fork`, no `setuid`.
 //! - It opens no files of ours by name: every file and socket it uses is a descriptor the
-//!   supervisor hands it (see [`super::qemu`]), and its monitor (QMP) is a socket pair whose
+//!   supervisor hands it (see [`crate::qemu`]), and its monitor (QMP) is a socket pair whose
 //!   other end only the supervisor holds — no `qmp.sock` that another process could reach.
 //!
 //! And when the supervisor runs as root (the documented setup), before QEMU's `exec`:
@@ -26,10 +26,6 @@ use std::ffi::CString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-
-/// QEMU's seccomp policy: its own filter, with every optional group denied.
-pub const SECCOMP_ARGS: &str =
-    "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
 
 /// The user confined QEMUs run as (made by `smolvm setup`).
 pub const QEMU_USER: &str = "smolvm-qemu";

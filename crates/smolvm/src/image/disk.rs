@@ -13,10 +13,10 @@ use std::process::Command;
 
 use smolvm_protocol::AGENT_PORT_NAME;
 
-use crate::backend::qemu::find_in_path;
 use crate::error::{Error, Result};
 use crate::image::{is_static_elf, RootFs};
 use crate::paths::VmPaths;
+use smolvm_vmm::qemu::find_in_path;
 
 /// Offset of the ext2/3/4 superblock magic (superblock at 1024, magic at +56).
 const EXT_MAGIC_OFFSET: usize = 1080;

@@ -8,7 +8,6 @@ pub mod debian;
 pub mod disk;
 pub mod initramfs;
 pub mod kernel;
-pub mod qcow2;
 
 use std::path::{Path, PathBuf};
 

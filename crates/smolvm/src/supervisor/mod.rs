@@ -1,6 +1,6 @@
 //! The per-VM supervisor: a small host process that owns one VM.
 //!
-//! It starts QEMU, holds the host end of the guest channel for the VM's whole life (the agent
+//! It starts the VMM (through a [`smolvm_vmm::Backend`]; QEMU in production), holds the host end of the guest channel for the VM's whole life (the agent
 //! never sees a disconnected port), serves any number of clients on the VM's API socket, and is
 //! the one place that cleans up: when QEMU exits for any reason it records why and removes the
 //! VM's sockets (and, for an ephemeral VM, its whole directory). QEMU gets `PDEATHSIG`, so a
@@ -8,6 +8,7 @@
 //! owner (the process that created it) goes away, detected as EOF on its stdin.
 
 mod accept;
+mod boot;
 mod console;
 pub mod restore;
 mod router;
@@ -15,27 +16,22 @@ mod serve;
 pub(crate) mod snapshot;
 
 use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use smolvm_protocol::{AgentInfo, GuestIdentity, Request, Response, PROTOCOL_VERSION};
+use smolvm_protocol::{AgentInfo, Request, Response};
+use smolvm_vmm::qemu::{find_qemu, QemuBackend};
+use smolvm_vmm::{Backend, Machine};
 
-use crate::backend::jail;
-use crate::backend::qemu::{find_qemu, QemuBackend};
-use crate::backend::{Backend, LaunchOptions};
 use crate::config::ValidConfig;
 use crate::dirs::DataDir;
 use crate::paths::VmPaths;
+pub use boot::BackendFactory;
+use boot::Vmm;
 use router::Router;
-
-/// How long the guest gets from QEMU start to the agent's handshake. Generous: under software
-/// emulation on a loaded 2-core host a boot can take several seconds.
-const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Everything the supervisor needs to run a VM, written by the SDK to `vm.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -102,8 +98,8 @@ pub(crate) struct Supervisor {
     /// Held while a snapshot is taken (or a pause/resume is applied), so that they never
     /// interleave.
     pub(crate) snapshotting: Mutex<()>,
-    /// The monitor: a socket pair with QEMU, its session negotiated on first use.
-    pub(crate) qmp: Mutex<crate::backend::qmp::QmpLink>,
+    /// The machine's controls (its VMM's monitor).
+    pub(crate) machine: Mutex<Box<dyn Machine>>,
 }
 
 impl Supervisor {
@@ -143,8 +139,24 @@ impl Supervisor {
     }
 }
 
-/// Runs the supervisor for the VM in `dir` until the VM ends. Returns the process exit code.
+/// Runs the supervisor for the VM in `dir` on QEMU until the VM ends. Returns the process
+/// exit code.
 pub fn run(dir: &Path) -> i32 {
+    run_with(dir, &qemu_backend)
+}
+
+/// The production backend: QEMU with the accelerator this host allows.
+fn qemu_backend(data: &DataDir) -> Result<Box<dyn Backend>, String> {
+    let accel = smolvm_vmm::accel::choose_accel();
+    tracing::info!("accelerator {} ({})", accel.accel.as_str(), accel.reason);
+    let tsc_khz = smolvm_vmm::accel::tsc_khz(&data.host_facts());
+    let qemu = find_qemu().map_err(|e| e.to_string())?;
+    Ok(Box::new(QemuBackend::new(qemu, accel, tsc_khz)))
+}
+
+/// Like [`run`], on the backend `make_backend` returns (tests run the supervisor on a backend
+/// whose "VM" is the agent as a host process).
+pub fn run_with(dir: &Path, make_backend: BackendFactory<'_>) -> i32 {
     let paths = VmPaths::new(dir);
     let started = Instant::now();
     let spec: LaunchSpec = match std::fs::read(paths.spec())
@@ -164,7 +176,7 @@ pub fn run(dir: &Path) -> i32 {
         &paths.supervisor_pid(),
         std::process::id().to_string().as_bytes(),
     );
-    match boot(&spec, &paths, started) {
+    match boot::boot(&spec, &paths, started, make_backend) {
         Ok((supervisor, Vmm(mut qemu, parent))) => {
             let status = qemu.wait();
             drop(parent);
@@ -252,149 +264,6 @@ fn finish(paths: &VmPaths, spec: &LaunchSpec, state: &str, reason: &str) {
     );
 }
 
-/// Kills QEMU when boot fails part-way, so that nothing outlives a failed start. Holds the
-/// thread QEMU was forked from (if any), released only after QEMU has been reaped.
-struct KillOnDrop(Option<Child>, Option<crate::backend::ParentThread>);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// The running VMM and the thread it was forked from (see [`crate::backend::ParentThread`]).
-struct Vmm(Child, Option<crate::backend::ParentThread>);
-
-fn boot(
-    spec: &LaunchSpec,
-    paths: &VmPaths,
-    started: Instant,
-) -> Result<(Arc<Supervisor>, Vmm), String> {
-    let config = &spec.config;
-    let data = DataDir::at(&spec.data_dir);
-    let accel = crate::host::choose_accel();
-    tracing::info!(
-        "VM {}: accelerator {} ({})",
-        config.vm_id,
-        accel.accel.as_str(),
-        accel.reason
-    );
-    let backend = QemuBackend::new(
-        find_qemu().map_err(|e| e.to_string())?,
-        accel.clone(),
-        crate::host::tsc_khz(&data),
-    )
-    .with_volatile_disk(spec.ephemeral);
-    let confinement = jail::choose(
-        &paths.jail_root(),
-        backend.binary(),
-        accel.accel == crate::host::Accel::Kvm,
-    );
-    tracing::info!(
-        "VM {}: VMM confinement: {}",
-        config.vm_id,
-        confinement.describe()
-    );
-
-    let _ = std::fs::remove_file(paths.api_socket());
-    let api = smolvm_sys::fs::bind_private(&paths.api_socket())
-        .map_err(|e| format!("cannot listen on {}: {e}", paths.api_socket().display()))?;
-
-    let (incoming, restoring) = match &spec.restore_from {
-        Some(dir) => {
-            let (fd, prepared) = restore::prepare(dir)?;
-            (Some(fd), Some(prepared))
-        }
-        None => (None, None),
-    };
-    let prepared = backend.prepare(
-        config,
-        paths,
-        LaunchOptions {
-            incoming,
-            confinement: confinement.clone(),
-        },
-    )?;
-    let spawned = crate::backend::spawn(prepared, &confinement)?;
-    let qemu_pid = spawned.child.id();
-    let mut guard = KillOnDrop(Some(spawned.child), spawned.parent);
-    let _ = smolvm_sys::fs::write_atomic(&paths.qemu_pid(), qemu_pid.to_string().as_bytes());
-    tracing::info!("VM {}: QEMU pid {qemu_pid}", config.vm_id);
-    log_console(spawned.console, &paths.console_log())
-        .map_err(|e| format!("cannot start the console logger: {e}"))?;
-
-    let incoming = restoring.map(restore::Prepared::start).transpose()?;
-    let stream = spawned.channel;
-    tracing::debug!("VM {}: guest channel connected", config.vm_id);
-    let reader = stream
-        .try_clone()
-        .map_err(|e| format!("cannot clone the channel socket: {e}"))?;
-    let router = Router::new(stream);
-
-    let supervisor = Arc::new(Supervisor {
-        vm_id: config.vm_id.clone(),
-        config: config.clone(),
-        paths: paths.clone(),
-        qemu_pid,
-        accel: backend.accel().to_string(),
-        agent: std::sync::OnceLock::new(),
-        router,
-        stopping: AtomicBool::new(false),
-        qemu_exited: AtomicBool::new(false),
-        persistent_env: (!spec.ephemeral).then(|| paths.saved_env()),
-        paused: AtomicBool::new(false),
-        snapshotting: Mutex::new(()),
-        qmp: Mutex::new(crate::backend::qmp::QmpLink::new(spawned.qmp)),
-    });
-    let pump = Arc::clone(&supervisor);
-    std::thread::Builder::new()
-        .name("agent-reader".into())
-        .spawn(move || pump.router.pump_from_agent(reader))
-        .map_err(|e| format!("cannot start a thread: {e}"))?;
-
-    if let Some(incoming) = incoming {
-        incoming.finish(&supervisor, guard.0.as_mut().expect("child"))?;
-    }
-    let identity = GuestIdentity {
-        hostname: config.vm_id.clone(),
-        machine_id: spec
-            .machine_id
-            .clone()
-            .unwrap_or_else(|| smolvm_sys::random::random_hex(16)),
-        seed: smolvm_sys::random::random_hex(64),
-    };
-    tracing::debug!("VM {}: guest running, handshake", config.vm_id);
-    let agent = handshake(&supervisor, guard.0.as_mut().expect("child"), identity)?;
-    tracing::debug!("VM {}: handshake answered", config.vm_id);
-    let _ = supervisor.agent.set(agent.clone());
-    if !config.env_vars.is_empty() {
-        inject_env(&supervisor, config)?;
-    }
-
-    let serving = Arc::clone(&supervisor);
-    std::thread::Builder::new()
-        .name("api".into())
-        .spawn(move || serve::accept_clients(&serving, api))
-        .map_err(|e| format!("cannot start a thread: {e}"))?;
-    if spec.ephemeral {
-        let owner = Arc::clone(&supervisor);
-        std::thread::spawn(move || watch_owner(&owner));
-    }
-    report_ready(&ReadyLine {
-        ok: true,
-        error: None,
-        qemu_pid: Some(qemu_pid),
-        accel: Some(supervisor.accel.clone()),
-        agent: Some(agent),
-        boot_ms: Some(started.elapsed().as_millis() as u64),
-    });
-    let qemu = guard.0.take().expect("child");
-    Ok((supervisor, Vmm(qemu, guard.1.take())))
-}
-
 /// Stops an ephemeral VM once its owner is gone: the owner holds the write end of our stdin,
 /// and the kernel closes it however the owner ends (drop, exit, crash, SIGKILL).
 fn watch_owner(supervisor: &Arc<Supervisor>) {
@@ -425,76 +294,6 @@ fn save_env(supervisor: &Supervisor, path: &Path) {
             }
         }
         other => tracing::warn!("cannot read environment variables before stop: {other:?}"),
-    }
-}
-
-/// Copies the guest's serial console into the capped `console.log` on a thread of its own
-/// until QEMU closes it.
-fn log_console(console: UnixStream, path: &Path) -> std::io::Result<()> {
-    let log = console::ConsoleLog::open(path)?;
-    std::thread::Builder::new()
-        .name("console".into())
-        .spawn(move || console::pump(console, log))?;
-    Ok(())
-}
-
-/// Waits for the agent's answer to our `Hello`, watching QEMU meanwhile.
-fn handshake(
-    supervisor: &Supervisor,
-    qemu: &mut Child,
-    identity: GuestIdentity,
-) -> Result<AgentInfo, String> {
-    let replies = supervisor.router.request_internal(&Request::Hello {
-        protocol: PROTOCOL_VERSION,
-        host_time_ns: Some(snapshot::host_time_ns()),
-        identity: Some(identity),
-    })?;
-    let deadline = Instant::now() + BOOT_TIMEOUT;
-    loop {
-        match replies.recv_timeout(Duration::from_millis(20)) {
-            Ok(frame) => {
-                return match frame.to_response() {
-                    Ok(Response::Hello(info)) => Ok(info),
-                    Ok(other) => Err(format!("the guest agent refused the handshake: {other:?}")),
-                    Err(e) => Err(format!("malformed handshake answer: {e}")),
-                };
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                return Err(supervisor
-                    .router
-                    .closed_reason()
-                    .unwrap_or_else(|| "guest channel closed".into()));
-            }
-        }
-        if let Ok(Some(status)) = qemu.try_wait() {
-            return Err(format!(
-                "the guest stopped during boot (QEMU {status}); see console.log"
-            ));
-        }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "the guest agent did not answer within {BOOT_TIMEOUT:?}; see console.log"
-            ));
-        }
-    }
-}
-
-/// Puts the configuration's environment variables in place before the VM is reported ready.
-fn inject_env(supervisor: &Supervisor, config: &ValidConfig) -> Result<(), String> {
-    let replies = supervisor.router.request_internal(&Request::EnvSet {
-        vars: config.env_vars.clone(),
-        merge: true,
-    })?;
-    let frame = replies.recv_timeout(Duration::from_secs(30)).map_err(|_| {
-        "the guest agent did not confirm the boot-time environment variables".to_string()
-    })?;
-    match frame.to_response() {
-        Ok(Response::EnvKeys { .. }) => Ok(()),
-        Ok(other) => Err(format!(
-            "setting boot-time environment variables failed: {other:?}"
-        )),
-        Err(e) => Err(e.to_string()),
     }
 }
 

@@ -248,17 +248,16 @@ impl Incoming {
         let bytes = fed?;
         // The stream is all in; QEMU may still be applying its tail.
         loop {
-            let state = supervisor.with_qmp(|qmp| qmp.run_state());
-            match state.as_deref() {
-                Ok("inmigrate") => {}
-                Ok(_) => break,
+            match supervisor.with_machine(|m| m.is_loading()) {
+                Ok(true) => {}
+                Ok(false) => break,
                 Err(e) => {
                     if let Ok(Some(status)) = qemu.try_wait() {
                         return Err(format!(
                             "QEMU could not load the snapshot ({status}): {e}; see supervisor.log"
                         ));
                     }
-                    return Err(e.clone());
+                    return Err(e);
                 }
             }
             if Instant::now() > deadline {
@@ -267,7 +266,7 @@ impl Incoming {
             std::thread::sleep(Duration::from_millis(1));
         }
         tracing::info!("VM {}: loaded {bytes} bytes of snapshot", supervisor.vm_id);
-        supervisor.with_qmp(|qmp| qmp.execute("cont", None).map(drop))
+        supervisor.with_machine(|m| m.resume())
     }
 }
 

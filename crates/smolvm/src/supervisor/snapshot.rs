@@ -7,38 +7,33 @@
 //! into place last: a snapshot is complete or absent, whatever fails or is killed on the way.
 
 use std::io::{Read, Write};
-use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use smolvm_protocol::{ErrorKind, Request, Response, SnapshotStats};
 
 use super::Supervisor;
-use crate::backend::qmp::Qmp;
 use crate::image::RootFs;
 use crate::paths::SnapshotPaths;
 use smolvm_sys::fs::{link_or_copy, sync_dir};
+use smolvm_vmm::{Machine, SaveStatus};
 
-/// The name QEMU's monitor knows the migration stream's descriptor by.
-const MIGRATION_FD_NAME: &str = "migration";
 /// zstd level for memory files: level 1 compresses a booted guest's stream at several hundred
 /// MB/s, so saving is bounded by QEMU rather than by compression (see the README's numbers).
 const ZSTD_LEVEL: i32 = 1;
-/// Migration is local: no reason to hold it to QEMU's default 32 MiB/s.
-const MAX_BANDWIDTH: u64 = 1 << 40;
 
 impl Supervisor {
-    /// Runs `f` on the supervisor's QMP session, negotiating it first if needed.
-    pub(crate) fn with_qmp<T>(
+    /// Runs `f` on the machine's controls (one monitor session: calls never interleave).
+    pub(crate) fn with_machine<T>(
         &self,
-        f: impl FnOnce(&mut Qmp) -> Result<T, String>,
+        f: impl FnOnce(&mut dyn Machine) -> smolvm_vmm::Result<T>,
     ) -> Result<T, String> {
-        let mut link = self.qmp.lock().unwrap_or_else(|e| e.into_inner());
-        f(link.session()?)
+        let mut machine = self.machine.lock().unwrap_or_else(|e| e.into_inner());
+        f(machine.as_mut()).map_err(|e| e.to_string())
     }
 
     /// Records (on disk too, for listings) whether the user paused the guest.
@@ -55,7 +50,7 @@ impl Supervisor {
     /// Restarts the vCPUs and steps the guest clock, which stood still while they were
     /// stopped, to the host's time.
     pub(crate) fn continue_guest(&self) -> Result<(), String> {
-        self.with_qmp(|qmp| qmp.execute("cont", None).map(drop))?;
+        self.with_machine(|m| m.resume())?;
         self.sync_clock();
         Ok(())
     }
@@ -93,7 +88,7 @@ pub(crate) fn pause(supervisor: &Arc<Supervisor>) -> Response {
     if supervisor.paused.load(Ordering::SeqCst) {
         return Response::Ok;
     }
-    match supervisor.with_qmp(|qmp| qmp.execute("stop", None)) {
+    match supervisor.with_machine(|m| m.pause()) {
         Ok(_) => {
             supervisor.set_paused(true);
             tracing::info!("VM {} paused", supervisor.vm_id);
@@ -164,9 +159,9 @@ pub(crate) fn snapshot(
         // QEMU refuses to migrate a VM again straight after a migration ("paused due to
         // previous migration") and keeps its disk released until the VM runs: a brief run
         // and stop brings it back to a plain pause, ready for the next snapshot.
-        supervisor.with_qmp(|qmp| {
-            qmp.execute("cont", None)?;
-            qmp.execute("stop", None).map(drop)
+        supervisor.with_machine(|m| {
+            m.resume()?;
+            m.pause()
         })
     } else {
         supervisor.continue_guest()
@@ -213,30 +208,14 @@ fn write_snapshot(
     let io = |what: &str, path: &Path, e: std::io::Error| format!("{what} {}: {e}", path.display());
     smolvm_sys::fs::create_dir_private(partial).map_err(|e| io("creating", partial, e))?;
     let files = SnapshotPaths::new(partial);
-    // The stream comes over a socket pair whose other end QEMU gets through the monitor
-    // (`getfd`): a confined QEMU can reach no socket by name.
-    let (stream, qemu_end) =
+    let (stream, vmm_end) =
         UnixStream::pair().map_err(|e| format!("cannot create a socket pair: {e}"))?;
-    supervisor.with_qmp(|qmp| {
-        qmp.execute_with_fd(
-            "getfd",
-            Some(json!({ "fdname": MIGRATION_FD_NAME })),
-            Some(qemu_end.as_fd()),
-        )?;
-        qmp.execute(
-            "migrate-set-parameters",
-            Some(json!({ "max-bandwidth": MAX_BANDWIDTH })),
-        )?;
+    supervisor.with_machine(|m| {
         if !was_paused {
-            qmp.execute("stop", None)?;
+            m.pause()?;
         }
-        qmp.execute(
-            "migrate",
-            Some(json!({ "uri": format!("fd:{MIGRATION_FD_NAME}") })),
-        )
-        .map(drop)
+        m.save_state(vmm_end.into())
     })?;
-    drop(qemu_end);
     let stopped_at = Instant::now();
     let (raw_bytes, memory_bytes) =
         compress_stream(stream, &files.memory()).map_err(|e| io("writing", &files.memory(), e))?;
@@ -296,20 +275,13 @@ fn compress_stream(mut stream: UnixStream, path: &Path) -> std::io::Result<(u64,
 fn wait_for_migration(supervisor: &Supervisor) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let info = supervisor.with_qmp(|qmp| qmp.execute("query-migrate", None))?;
-        match info.get("status").and_then(Value::as_str) {
-            Some("completed") => return Ok(()),
-            Some(status @ ("failed" | "cancelled")) => {
-                let detail = info
-                    .get("error-desc")
-                    .and_then(Value::as_str)
-                    .unwrap_or("no details");
-                return Err(format!("QEMU's migration {status}: {detail}"));
+        match supervisor.with_machine(|m| m.save_status())? {
+            SaveStatus::Completed => return Ok(()),
+            SaveStatus::Failed(reason) => return Err(reason),
+            SaveStatus::InProgress if Instant::now() > deadline => {
+                return Err("the VMM did not finish saving the machine's state".into())
             }
-            _ if Instant::now() > deadline => {
-                return Err("QEMU's migration did not complete".into())
-            }
-            _ => std::thread::sleep(Duration::from_millis(2)),
+            SaveStatus::InProgress => std::thread::sleep(Duration::from_millis(2)),
         }
     }
 }

@@ -140,7 +140,7 @@ impl SmolVm {
 
     fn from_valid(config: ValidConfig, data: DataDir, persistent: bool) -> Result<Self> {
         // Fail here, with the install hint, rather than inside the supervisor.
-        crate::backend::qemu::find_qemu()?;
+        smolvm_vmm::qemu::find_qemu()?;
         let paths = VmPaths::new(data.vm_dir(&config.vm_id));
         paths.check_socket_len().map_err(|e| Error::InvalidConfig {
             field: "SMOLVM_DATA_DIR",

@@ -10,14 +10,23 @@ use std::process::Command;
 
 use smolvm_protocol::AGENT_PORT_NAME;
 
-use crate::backend::inherit::Inherited;
-use crate::backend::jail::Confinement;
-use crate::backend::{Backend, LaunchOptions, PreparedVm};
-use crate::config::ValidConfig;
+use crate::accel::{Accel, AccelChoice};
 use crate::error::{Error, Result};
-use crate::host::{Accel, AccelChoice};
-use crate::image::RootFs;
-use crate::paths::VmPaths;
+use crate::inherit::Inherited;
+use crate::jail::Confinement;
+use crate::machine::Machine;
+use crate::spec::{MachineSpec, RootDevice};
+use crate::{Backend, LaunchOptions, PreparedVm};
+
+mod machine;
+pub mod qcow2;
+pub mod qmp;
+
+pub use machine::QemuMachine;
+
+/// QEMU's seccomp policy: its own filter, with every optional group denied.
+pub const SECCOMP_ARGS: &str =
+    "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
 
 /// What a disk root adds to the kernel command line. `rw`: the VM writes to its own overlay,
 /// never to the shared base.
@@ -33,7 +42,6 @@ pub struct QemuBackend {
     binary: PathBuf,
     accel: AccelChoice,
     tsc_khz: u64,
-    volatile_disk: bool,
 }
 
 /// Finds `qemu-system-x86_64`: `$SMOLVM_QEMU`, else the `PATH`.
@@ -78,7 +86,6 @@ impl QemuBackend {
             binary,
             accel,
             tsc_khz,
-            volatile_disk: false,
         }
     }
 
@@ -87,19 +94,10 @@ impl QemuBackend {
         &self.binary
     }
 
-    /// Whether the VM's disk may skip flushes (`cache=unsafe`): right for an ephemeral VM,
-    /// whose overlay is deleted when it stops, so that a guest `fsync` does not wait for the
-    /// host's disk (measured: ~5 ms each). A persistent sandbox's overlay keeps them, so that
-    /// its files survive a host crash or QEMU being killed.
-    pub fn with_volatile_disk(mut self, volatile: bool) -> Self {
-        self.volatile_disk = volatile;
-        self
-    }
-
     /// The kernel command line: the user's part, then what this machine needs.
-    pub fn kernel_cmdline(&self, config: &ValidConfig) -> String {
-        let mut line = config.boot_args.clone();
-        if let RootFs::Disk(_) = config.rootfs {
+    pub fn kernel_cmdline(&self, spec: &MachineSpec) -> String {
+        let mut line = spec.boot_args.clone();
+        if let RootDevice::Disk { .. } = spec.root {
             line.push(' ');
             line.push_str(DISK_ROOT_ARGS);
         }
@@ -116,7 +114,7 @@ impl QemuBackend {
             // under KVM, where it costs nothing, it stays on.
             line.push_str(" norandmaps");
         }
-        line.push_str(&format!(" smolvm.hostname={}", config.vm_id));
+        line.push_str(&format!(" smolvm.hostname={}", spec.name));
         line
     }
 }
@@ -156,7 +154,7 @@ fn open_ro(path: &Path) -> std::io::Result<File> {
 /// may read.
 fn boot_file(path: &Path, jailed: bool) -> std::io::Result<OwnedFd> {
     let mut file = open_ro(path)?;
-    if !jailed || crate::backend::jail::world_readable(path) {
+    if !jailed || crate::jail::world_readable(path) {
         return Ok(file.into());
     }
     let name = c"smolvm-boot-file";
@@ -185,22 +183,25 @@ impl Backend for QemuBackend {
         self.accel.accel.as_str()
     }
 
-    fn prepare(
-        &self,
-        config: &ValidConfig,
-        paths: &VmPaths,
-        options: LaunchOptions,
-    ) -> std::result::Result<PreparedVm, String> {
-        let io = |what: &str, path: &Path| {
-            let what = what.to_string();
-            let path = path.display().to_string();
-            move |e: std::io::Error| format!("cannot {what} {path}: {e}")
+    fn confinement(&self, jail_root: &Path) -> Confinement {
+        crate::jail::choose(jail_root, &self.binary, self.accel.accel == Accel::Kvm)
+    }
+
+    fn machine(&self, monitor: UnixStream, _pid: u32) -> Box<dyn Machine> {
+        Box::new(QemuMachine::new(monitor))
+    }
+
+    fn prepare(&self, spec: &MachineSpec, options: LaunchOptions) -> Result<PreparedVm> {
+        let open_error = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source: std::io::Error| Error::Open { path, source }
         };
+        let pair_error = |e| Error::io("cannot create a socket pair", e);
         let jailed = matches!(options.confinement, Confinement::Jailed(_));
         let mut inherited = Inherited::new();
         let mut cmd = Command::new(&self.binary);
         // A name that says which VM this is in `ps` (the command line names no files).
-        cmd.args(["-name", &format!("smolvm-{}", config.vm_id)]);
+        cmd.args(["-name", &format!("smolvm-{}", spec.name)]);
         // acpi=off: our kernel has no ACPI, and only then does QEMU put the virtio-mmio devices
         // on the kernel command line. The RTC stays: without it the kernel's clock read at
         // boot waits a full second for an update flag that never clears.
@@ -210,10 +211,10 @@ impl Backend for QemuBackend {
             Accel::Tcg => cmd.args(["-accel", "tcg", "-cpu", "max"]),
         };
         if options.confinement.seccomp() {
-            cmd.args(["-sandbox", crate::backend::jail::SECCOMP_ARGS]);
+            cmd.args(["-sandbox", SECCOMP_ARGS]);
         }
-        cmd.args(["-m", &format!("{}M", config.mem_size_mib)]);
-        cmd.args(["-smp", &config.vcpu_count.to_string()]);
+        cmd.args(["-m", &format!("{}M", spec.memory_mib)]);
+        cmd.args(["-smp", &spec.vcpus.to_string()]);
         cmd.args([
             "-nodefaults",
             "-no-user-config",
@@ -221,36 +222,28 @@ impl Backend for QemuBackend {
             "none",
             "-no-reboot",
         ]);
-        let kernel =
-            boot_file(&config.kernel_path, jailed).map_err(io("open", &config.kernel_path))?;
+        let kernel = boot_file(&spec.kernel, jailed).map_err(open_error(&spec.kernel))?;
         let kernel = inherited.add(kernel, fd::KERNEL);
         cmd.args(["-kernel", &format!("/proc/self/fd/{kernel}")]);
-        match &config.rootfs {
-            RootFs::Initramfs(path) => {
-                let initrd = boot_file(path, jailed).map_err(io("open", path))?;
+        match &spec.root {
+            RootDevice::Initramfs(path) => {
+                let initrd = boot_file(path, jailed).map_err(open_error(path))?;
                 let initrd = inherited.add(initrd, fd::INITRD);
                 cmd.args(["-initrd", &format!("/proc/self/fd/{initrd}")]);
             }
-            RootFs::Disk(base_path) => {
-                // The VM's own overlay (made by the SDK before launch) over its base, both
-                // handed over as descriptors; the base only ever read-only. The overlay's
-                // header must name that very base (a tampered snapshot could name any file).
-                let overlay = paths.overlay();
-                let base = if paths.base_link().is_file() {
-                    paths.base_link()
-                } else {
-                    base_path.clone()
-                };
-                crate::image::qcow2::check_overlay(&overlay, &base)
-                    .map_err(|e| format!("refusing the VM's disk: {e}"))?;
+            RootDevice::Disk { overlay, base } => {
+                // The machine's own overlay (made before launch) over its base, both handed
+                // over as descriptors; the base only ever read-only. The overlay's header must
+                // name that very base (a tampered snapshot could name any file).
+                qcow2::check_overlay(overlay, base).map_err(Error::RefusedDisk)?;
                 let rw = OpenOptions::new()
                     .read(true)
                     .write(true)
                     .custom_flags(libc::O_NOFOLLOW)
-                    .open(&overlay)
-                    .map_err(io("open", &overlay))?;
-                let ro = open_ro(&overlay).map_err(io("open", &overlay))?;
-                let base_file = open_ro(&base).map_err(io("open", &base))?;
+                    .open(overlay)
+                    .map_err(open_error(overlay))?;
+                let ro = open_ro(overlay).map_err(open_error(overlay))?;
+                let base_file = open_ro(base).map_err(open_error(base))?;
                 for (file, target, set) in [
                     (OwnedFd::from(rw), fd::OVERLAY_RW, 1),
                     (OwnedFd::from(ro), fd::OVERLAY_RO, 1),
@@ -260,7 +253,7 @@ impl Backend for QemuBackend {
                     cmd.args(["-add-fd", &format!("fd={n},set={set}")]);
                 }
                 // discard=unmap lets the guest's frees shrink the overlay.
-                let no_flush = if self.volatile_disk {
+                let no_flush = if spec.volatile_disk {
                     ",cache.no-flush=on"
                 } else {
                     ""
@@ -282,14 +275,14 @@ impl Backend for QemuBackend {
                 cmd.args(["-device", "virtio-blk-device,drive=rootfs"]);
             }
         }
-        cmd.arg("-append").arg(self.kernel_cmdline(config));
-        let (console, qemu_console) = socket_pair().map_err(|e| e.to_string())?;
+        cmd.arg("-append").arg(self.kernel_cmdline(spec));
+        let (console, qemu_console) = socket_pair().map_err(pair_error)?;
         let n = inherited.add(qemu_console, fd::CONSOLE);
         cmd.args(["-chardev", &format!("socket,id=console,fd={n}")]);
         cmd.args(["-serial", "chardev:console"]);
         // The guest channel: connected before the guest even starts (no disconnected window,
         // no reconnect race), and no socket file for anyone else to reach.
-        let (channel, qemu_channel) = socket_pair().map_err(|e| e.to_string())?;
+        let (channel, qemu_channel) = socket_pair().map_err(pair_error)?;
         let n = inherited.add(qemu_channel, fd::CHANNEL);
         cmd.args(["-chardev", &format!("socket,id=agent,fd={n}")]);
         cmd.args(["-device", "virtio-serial-device,max_ports=2"]);
@@ -300,7 +293,7 @@ impl Backend for QemuBackend {
         cmd.args(["-device", "virtio-rng-device"]);
         // The monitor drives pause, resume and snapshots; only the supervisor holds its
         // other end (anyone reaching a QMP socket could make QEMU do anything it may).
-        let (qmp, qemu_qmp) = socket_pair().map_err(|e| e.to_string())?;
+        let (monitor, qemu_qmp) = socket_pair().map_err(pair_error)?;
         let n = inherited.add(qemu_qmp, fd::QMP);
         cmd.args(["-chardev", &format!("socket,id=qmp,fd={n}")]);
         cmd.args(["-mon", "chardev=qmp,mode=control"]);
@@ -312,7 +305,7 @@ impl Backend for QemuBackend {
             command: cmd,
             inherited,
             channel,
-            qmp,
+            monitor,
             console,
         })
     }
@@ -321,7 +314,6 @@ impl Backend for QemuBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
 
     /// A scratch VM directory with a kernel, an initramfs, a base and an overlay naming it.
     struct Scratch(PathBuf);
@@ -350,16 +342,25 @@ mod tests {
             assert!(out.status.success(), "{out:?}");
         }
 
-        fn config(&self) -> ValidConfig {
-            ValidConfig {
-                vm_id: "t1".into(),
-                vcpu_count: 2,
-                mem_size_mib: 256,
-                kernel_path: self.0.join("k"),
-                rootfs: RootFs::Initramfs(self.0.join("i")),
+        fn config(&self) -> MachineSpec {
+            MachineSpec {
+                name: "t1".into(),
+                vcpus: 2,
+                memory_mib: 256,
+                kernel: self.0.join("k"),
+                root: RootDevice::Initramfs(self.0.join("i")),
                 boot_args: "console=ttyS0".into(),
-                env_vars: BTreeMap::new(),
-                image: "minimal".into(),
+                volatile_disk: false,
+            }
+        }
+
+        fn disk(&self) -> MachineSpec {
+            MachineSpec {
+                root: RootDevice::Disk {
+                    overlay: self.0.join("overlay.qcow2"),
+                    base: self.0.join("base.ext4"),
+                },
+                ..self.config()
             }
         }
     }
@@ -383,13 +384,11 @@ mod tests {
 
     fn args_for(
         backend: &QemuBackend,
-        scratch: &Scratch,
-        config: &ValidConfig,
+        spec: &MachineSpec,
         confinement: Confinement,
-    ) -> Result<Vec<String>, String> {
+    ) -> Result<Vec<String>> {
         let prepared = backend.prepare(
-            config,
-            &VmPaths::new(&scratch.0),
+            spec,
             LaunchOptions {
                 incoming: None,
                 confinement,
@@ -407,7 +406,6 @@ mod tests {
         let scratch = Scratch::new("tcg");
         let args = args_for(
             &backend(Accel::Tcg),
-            &scratch,
             &scratch.config(),
             Confinement::Seccomp,
         )
@@ -434,14 +432,9 @@ mod tests {
             append,
             "console=ttyS0 tsc_early_khz=2000000 norandmaps smolvm.hostname=t1"
         );
-        let off = args_for(
-            &backend(Accel::Tcg),
-            &scratch,
-            &scratch.config(),
-            Confinement::Off,
-        )
-        .unwrap()
-        .join(" ");
+        let off = args_for(&backend(Accel::Tcg), &scratch.config(), Confinement::Off)
+            .unwrap()
+            .join(" ");
         assert!(!off.contains("-sandbox"), "{off}");
     }
 
@@ -450,7 +443,6 @@ mod tests {
         let scratch = Scratch::new("kvm");
         let joined = args_for(
             &backend(Accel::Kvm),
-            &scratch,
             &scratch.config(),
             Confinement::Seccomp,
         )
@@ -464,9 +456,8 @@ mod tests {
     fn disk_roots_boot_their_overlay_over_their_base_by_descriptor() {
         let scratch = Scratch::new("disk");
         let backend = backend(Accel::Kvm);
-        let mut disk = scratch.config();
-        disk.rootfs = RootFs::Disk(scratch.0.join("base.ext4"));
-        let args = args_for(&backend, &scratch, &disk, Confinement::Seccomp).unwrap();
+        let disk = scratch.disk();
+        let args = args_for(&backend, &disk, Confinement::Seccomp).unwrap();
         let joined = args.join(" ");
         assert!(!joined.contains("-initrd"), "{joined}");
         assert!(
@@ -482,14 +473,13 @@ mod tests {
         );
         assert!(joined.contains("-device virtio-blk-device,drive=rootfs"));
         assert!(!joined.contains("no-flush"), "{joined}");
-        let volatile = args_for(
-            &backend.clone().with_volatile_disk(true),
-            &scratch,
-            &disk,
-            Confinement::Seccomp,
-        )
-        .unwrap()
-        .join(" ");
+        let volatile_disk = MachineSpec {
+            volatile_disk: true,
+            ..disk
+        };
+        let volatile = args_for(&backend, &volatile_disk, Confinement::Seccomp)
+            .unwrap()
+            .join(" ");
         assert!(
             volatile.contains("discard=unmap,cache.no-flush=on"),
             "{volatile}"
@@ -505,10 +495,9 @@ mod tests {
     fn an_overlay_naming_another_base_is_refused() {
         let scratch = Scratch::new("tampered");
         scratch.overlay_over("/etc/passwd");
-        let mut disk = scratch.config();
-        disk.rootfs = RootFs::Disk(scratch.0.join("base.ext4"));
-        let err =
-            args_for(&backend(Accel::Kvm), &scratch, &disk, Confinement::Seccomp).unwrap_err();
+        let err = args_for(&backend(Accel::Kvm), &scratch.disk(), Confinement::Seccomp)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("/etc/passwd") && err.contains("refusing"),
             "{err}"

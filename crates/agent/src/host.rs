@@ -160,10 +160,10 @@ pub fn run_host_mode(channel: UnixStream, options: &Options) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    let fd = channel.as_raw_fd();
     // SAFETY: fcntl on a descriptor `channel` owns, with integer arguments.
-    if let Err(e) =
-        sys::check(unsafe { libc::fcntl(channel.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) })
-    {
+    let cloexec = unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    if let Err(e) = sys::check(cloexec) {
         eprintln!("smolvm-agent: channel: {e}");
         return ExitCode::FAILURE;
     }

@@ -168,7 +168,7 @@ impl Shared {
 const CAPABILITIES: &[&str] = &[
     "exec", "env", "signal", "stdin", "echo", "shutdown", "clock", "files", "tty",
 ];
-/// Announced on top of [`CAPABILITIES`] by an agent in host mode, so that the host can tell
+/// Announced on top of the usual capabilities by an agent in host mode, so that the host can tell
 /// a test double from a guest.
 pub const HOST_MODE_CAPABILITY: &str = "host_mode";
 

@@ -1,4 +1,5 @@
-//! The managed environment file, changed atomically and durably under a lock.
+//! The managed environment file ([`crate::Options::env_file`]), changed atomically and
+//! durably under a lock.
 //!
 //! Every operation reads the file, computes the new set and (for changes) writes a temp file in
 //! the same directory, fsyncs it, renames it over the old one and fsyncs the directory: a
@@ -12,7 +13,7 @@ use std::path::Path;
 
 use smolvm_protocol::{
     parse_env_file, render_env_file, validate_env_key, validate_env_set, validate_env_value,
-    ErrorKind, Response, ENV_FILE_PATH,
+    ErrorKind, Response,
 };
 
 use crate::server::Shared;
@@ -27,9 +28,9 @@ pub fn set(shared: &Shared, vars: BTreeMap<String, String>, merge: bool) -> Resp
     }
     let _guard = shared.env_lock.lock().unwrap_or_else(|e| e.into_inner());
     let mut current = if merge {
-        match load() {
+        match load(shared.options.env_file()) {
             Ok(current) => current,
-            Err(e) => return io_error(e),
+            Err(e) => return io_error(shared.options.env_file(), e),
         }
     } else {
         BTreeMap::new()
@@ -40,20 +41,20 @@ pub fn set(shared: &Shared, vars: BTreeMap<String, String>, merge: bool) -> Resp
     if let Err(e) = validate_env_set(&current) {
         return Response::error(ErrorKind::Validation, e.to_string());
     }
-    match store(&current) {
+    match store(shared.options.env_file(), &current) {
         Ok(()) => Response::EnvKeys {
             keys: current.into_keys().collect(),
         },
-        Err(e) => io_error(e),
+        Err(e) => io_error(shared.options.env_file(), e),
     }
 }
 
 /// Answers with the managed variables.
 pub fn list(shared: &Shared) -> Response {
     let _guard = shared.env_lock.lock().unwrap_or_else(|e| e.into_inner());
-    match load() {
+    match load(shared.options.env_file()) {
         Ok(vars) => Response::EnvVars { vars },
-        Err(e) => io_error(e),
+        Err(e) => io_error(shared.options.env_file(), e),
     }
 }
 
@@ -61,28 +62,28 @@ pub fn list(shared: &Shared) -> Response {
 pub fn unset(shared: &Shared, keys: Vec<String>) -> Response {
     let _guard = shared.env_lock.lock().unwrap_or_else(|e| e.into_inner());
     let result = (|| {
-        let mut current = load()?;
+        let mut current = load(shared.options.env_file())?;
         let removed: BTreeMap<String, String> = keys
             .iter()
             .filter_map(|k| current.remove_entry(k))
             .collect();
         if !removed.is_empty() {
-            store(&current)?;
+            store(shared.options.env_file(), &current)?;
         }
         Ok(removed)
     })();
     match result {
         Ok(vars) => Response::EnvVars { vars },
-        Err(e) => io_error(e),
+        Err(e) => io_error(shared.options.env_file(), e),
     }
 }
 
-fn io_error(e: io::Error) -> Response {
-    Response::error(ErrorKind::Io, format!("{ENV_FILE_PATH}: {e}"))
+fn io_error(path: &Path, e: io::Error) -> Response {
+    Response::error(ErrorKind::Io, format!("{}: {e}", path.display()))
 }
 
-fn load() -> io::Result<BTreeMap<String, String>> {
-    match fs::read_to_string(ENV_FILE_PATH) {
+fn load(path: &Path) -> io::Result<BTreeMap<String, String>> {
+    match fs::read_to_string(path) {
         Ok(text) => {
             parse_env_file(&text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
         }
@@ -91,8 +92,7 @@ fn load() -> io::Result<BTreeMap<String, String>> {
     }
 }
 
-fn store(vars: &BTreeMap<String, String>) -> io::Result<()> {
-    let path = Path::new(ENV_FILE_PATH);
+fn store(path: &Path, vars: &BTreeMap<String, String>) -> io::Result<()> {
     let dir = path.parent().expect("env file has a parent directory");
     fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(".smolvm_env.sh.{}.tmp", std::process::id()));

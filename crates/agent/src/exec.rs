@@ -5,6 +5,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use smolvm_protocol::{
 };
 
 use crate::flow::OutputWindow;
+use crate::options::Options;
 use crate::server::Shared;
 use crate::sys;
 
@@ -28,7 +30,8 @@ const DRAIN_GRACE: Duration = Duration::from_millis(100);
 /// What "closing stdin" means on a terminal: the EOF character (Ctrl-D).
 const TTY_EOF: u8 = 0x04;
 
-/// The environment every command starts from, before the request's own variables.
+/// The environment every command starts from, before the request's own variables (in host
+/// mode `HOME` is the state dir's `home/`, see [`Options::home`]).
 const BASE_ENV: &[(&str, &str)] = &[
     (
         "PATH",
@@ -89,7 +92,10 @@ fn open_pty(size: TtySize) -> io::Result<(OwnedFd, OwnedFd)> {
 }
 
 /// The command, and the terminal's master end when it runs on one.
-fn build_command(request: &ExecRequest) -> Result<(Command, Option<OwnedFd>), ExecError> {
+fn build_command(
+    request: &ExecRequest,
+    options: &Options,
+) -> Result<(Command, Option<OwnedFd>), ExecError> {
     let mut command = Command::new("/bin/sh");
     command.arg(match request.shell {
         Shell::Login => "-lc",
@@ -98,17 +104,23 @@ fn build_command(request: &ExecRequest) -> Result<(Command, Option<OwnedFd>), Ex
     command.arg(&request.command);
     command.env_clear();
     command.envs(BASE_ENV.iter().copied());
+    if options.is_host_mode() {
+        command.env("HOME", options.home());
+    }
     if request.tty.is_some() {
         command.env("TERM", "xterm-256color");
     }
     command.envs(&request.env);
-    let cwd = request.cwd.as_deref().unwrap_or("/root");
-    if std::path::Path::new(cwd).is_dir() {
+    let cwd = request.cwd.as_deref().map_or(options.home(), Path::new);
+    if cwd.is_dir() {
         command.current_dir(cwd);
     } else if request.cwd.is_some() {
         return Err((
             ErrorKind::NotFound,
-            format!("working directory {cwd} does not exist in the guest"),
+            format!(
+                "working directory {} does not exist in the guest",
+                cwd.display()
+            ),
         ));
     } else {
         command.current_dir("/");
@@ -160,7 +172,7 @@ fn spawn_and_stream(
     stdin: Option<Receiver<Vec<u8>>>,
     window: &OutputWindow,
 ) -> Result<ExitStatus, ExecError> {
-    let (mut command, master) = build_command(request)?;
+    let (mut command, master) = build_command(request, &shared.options)?;
     let started = Instant::now();
     let (mut child, exit_fd) = {
         let mut guard = shared.reaper.lock_for_spawn();

@@ -3,6 +3,7 @@
 //! snapshot: every copy of one snapshot starts with the same RNG state and machine id.
 
 use std::io;
+use std::path::Path;
 
 use smolvm_protocol::GuestIdentity;
 
@@ -32,6 +33,25 @@ pub fn apply(identity: &GuestIdentity) {
         if let Err(e) = write_machine_id(&identity.machine_id) {
             eprintln!("smolvm-agent: cannot write {MACHINE_ID_PATH}: {e}");
         }
+    }
+}
+
+/// Host mode: records `identity` in `dir` (`hostname`, `machine-id`) instead of applying it.
+/// The host's hostname, machine id and RNG are left alone; the seed is not kept.
+pub fn record(identity: &GuestIdentity, dir: &Path) {
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        let tmp = dir.join(format!("{name}.smolvm-tmp"));
+        let written = std::fs::create_dir_all(dir)
+            .and_then(|()| std::fs::write(&tmp, format!("{text}\n")))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            eprintln!("smolvm-agent: cannot write {}: {e}", path.display());
+        }
+    };
+    write("hostname", &identity.hostname);
+    if is_machine_id(&identity.machine_id) {
+        write("machine-id", &identity.machine_id);
     }
 }
 

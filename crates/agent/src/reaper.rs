@@ -21,7 +21,12 @@ struct Claim {
     notify: File,
 }
 
-/// Shared handle on the reaper's registry.
+/// Collects the exit status of every child of the process: the commands' own, which go to
+/// the worker that started each, and any orphan's (PID 1 inherits them all; in host mode the
+/// agent is a child subreaper, so it inherits its commands' orphans).
+///
+/// It waits with `waitid(P_ALL)`, so it reaps every child the process has: start it only in
+/// a process of its own (the agent binary), never inside a test harness or another program.
 #[derive(Clone)]
 pub struct Reaper {
     claims: Arc<Mutex<HashMap<libc::pid_t, Claim>>>,
@@ -29,13 +34,13 @@ pub struct Reaper {
 
 /// Held while spawning: proves the registry is locked, so [`SpawnGuard::claim`] can be called for the
 /// new child before the reaper can look at it.
-pub struct SpawnGuard<'a> {
+pub(crate) struct SpawnGuard<'a> {
     claims: MutexGuard<'a, HashMap<libc::pid_t, Claim>>,
 }
 
 impl SpawnGuard<'_> {
     /// Registers `pid`; its exit makes the returned fd readable.
-    pub fn claim(&mut self, pid: libc::pid_t) -> io::Result<OwnedFd> {
+    pub(crate) fn claim(&mut self, pid: libc::pid_t) -> io::Result<OwnedFd> {
         let (read, write) = pipe()?;
         self.claims.insert(
             pid,
@@ -50,7 +55,11 @@ impl SpawnGuard<'_> {
 
 impl Reaper {
     /// Blocks SIGCHLD in the calling thread (so in every thread created after it) and starts
-    /// the reaper thread that consumes it.
+    /// the reaper thread that consumes it with `sigwait`.
+    ///
+    /// Call it first, on the main thread, before any other thread exists: a thread started
+    /// earlier would have SIGCHLD unblocked, could take the signal in place of the reaper's
+    /// `sigwait`, and exits would then go unnoticed (commands that never finish).
     pub fn start() -> Self {
         let reaper = Reaper {
             claims: Arc::new(Mutex::new(HashMap::new())),
@@ -67,14 +76,14 @@ impl Reaper {
     }
 
     /// Locks the registry for a spawn.
-    pub fn lock_for_spawn(&self) -> SpawnGuard<'_> {
+    pub(crate) fn lock_for_spawn(&self) -> SpawnGuard<'_> {
         SpawnGuard {
             claims: self.claims.lock().unwrap_or_else(|e| e.into_inner()),
         }
     }
 
     /// Takes the exit status of a claimed child once it has exited (`None` while running).
-    pub fn take_status(&self, pid: libc::pid_t) -> Option<libc::c_int> {
+    pub(crate) fn take_status(&self, pid: libc::pid_t) -> Option<libc::c_int> {
         let mut claims = self.claims.lock().unwrap_or_else(|e| e.into_inner());
         let status = claims.get(&pid)?.status?;
         claims.remove(&pid);

@@ -1,8 +1,7 @@
 //! The frame loop: reads requests from the host and dispatches them.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::{BufReader, Write};
+use std::io::{BufReader, Read, Write};
 use std::os::fd::OwnedFd;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
@@ -12,9 +11,9 @@ use smolvm_protocol::{
 };
 
 use crate::flow::OutputWindow;
-use crate::port::PortReader;
+use crate::options::Options;
 use crate::reaper::Reaper;
-use crate::{env, exec, files, identity, sys};
+use crate::{env, exec, files, sys};
 
 /// What the host can still reach of a request in flight: a running command, or a file being
 /// written.
@@ -93,6 +92,21 @@ impl Shared {
         }
     }
 
+    /// Kills the process group of every command still running.
+    fn kill_commands(&self) {
+        let groups: Vec<libc::pid_t> = self
+            .execs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|c| c.pgid)
+            .filter(|&pgid| pgid > 0)
+            .collect();
+        for pgid in groups {
+            let _ = sys::kill_group(pgid, libc::SIGKILL);
+        }
+    }
+
     /// Request `id` consumed `bytes` of its input: the host may send that much more.
     pub fn credit_input(&self, id: u64, bytes: usize) {
         if let Some(control) = self
@@ -109,7 +123,9 @@ impl Shared {
 
 /// State shared by the frame loop and the workers.
 pub struct Shared {
-    writer: Mutex<File>,
+    writer: Mutex<Box<dyn Write + Send>>,
+    /// What the agent may do to the system it runs on.
+    pub options: Options,
     /// Collects exit statuses.
     pub reaper: Reaper,
     /// Running commands by request id.
@@ -152,51 +168,83 @@ impl Shared {
 const CAPABILITIES: &[&str] = &[
     "exec", "env", "signal", "stdin", "echo", "shutdown", "clock", "files", "tty",
 ];
+/// Announced on top of the usual capabilities by an agent in host mode, so that the host can tell
+/// a test double from a guest.
+pub const HOST_MODE_CAPABILITY: &str = "host_mode";
 
-/// Serves the host until the port fails for good or a shutdown is requested.
-pub fn serve(port: File, reaper: Reaper) {
-    let writer = match port.try_clone() {
-        Ok(w) => w,
-        Err(e) => {
-            eprintln!("smolvm-agent: cannot duplicate the port: {e}");
-            return;
-        }
-    };
+/// Why [`serve`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The host sent `Shutdown`, and was answered.
+    Shutdown,
+    /// The channel reached its end (the host closed it).
+    Closed,
+    /// Reading the channel failed, or a frame could not be parsed (the stream position is
+    /// then unknown, so serving cannot go on).
+    ChannelError,
+}
+
+/// Serves the host: reads frames from `reader` and answers on `writer` (whole frames, each in
+/// one `write_all`, from many threads under a lock) until the host asks for a shutdown, the
+/// channel ends or a frame cannot be parsed. Requests that are not well-formed JSON, or that
+/// only the supervisor answers, get an error response and serving goes on.
+///
+/// `reaper` must have been started with [`Reaper::start`] before any thread of the process
+/// (see there). In host mode, every command still running when `serve` returns is killed
+/// (its whole process group); in a guest that is left to the caller (PID 1 powers off).
+///
+/// Returns once the `Shutdown` answer has been written; worker threads may still be running.
+pub fn serve<R, W>(reader: R, writer: W, reaper: Reaper, options: &Options) -> Ended
+where
+    R: Read,
+    W: Write + Send + 'static,
+{
     let shared = Arc::new(Shared {
-        writer: Mutex::new(writer),
+        writer: Mutex::new(Box::new(writer)),
+        options: options.clone(),
         reaper,
         execs: Mutex::new(HashMap::new()),
         env_lock: Mutex::new(()),
     });
-    let mut reader = BufReader::with_capacity(256 << 10, PortReader(port));
+    let ended = frame_loop(&shared, reader);
+    if shared.options.is_host_mode() {
+        shared.kill_commands();
+    }
+    ended
+}
+
+fn frame_loop(shared: &Arc<Shared>, reader: impl Read) -> Ended {
+    let mut reader = BufReader::with_capacity(256 << 10, reader);
     loop {
         let frame = match read_frame(&mut reader) {
             Ok(Some(frame)) => frame,
-            Ok(None) => continue,
+            // The end of the stream: never seen on the guest's port (its reader waits out
+            // disconnections), the host closing the socket in host mode.
+            Ok(None) => return Ended::Closed,
             Err(e) => {
                 // A framing error leaves the stream position unknown; there is no way to
                 // resynchronise, so report it on the console and stop serving.
                 eprintln!("smolvm-agent: channel error: {e}");
-                return;
+                return Ended::ChannelError;
             }
         };
         match frame.kind {
             FrameKind::Request => match frame.to_request() {
                 Ok(Request::Shutdown) => {
                     shared.respond(frame.id, &Response::Ok);
-                    shutdown();
+                    return Ended::Shutdown;
                 }
-                Ok(request) => dispatch(&shared, frame.id, request),
+                Ok(request) => dispatch(shared, frame.id, request),
                 Err(e) => shared.respond(
                     frame.id,
                     &Response::error(ErrorKind::InvalidRequest, e.to_string()),
                 ),
             },
             FrameKind::Echo => shared.send(&frame),
-            FrameKind::Stdin => exec::feed_stdin(&shared, frame.id, frame.payload),
+            FrameKind::Stdin => exec::feed_stdin(shared, frame.id, frame.payload),
             FrameKind::Signal => {
                 if let Ok(signal) = frame.to_signal() {
-                    exec::signal(&shared, frame.id, signal);
+                    exec::signal(shared, frame.id, signal);
                 }
             }
             FrameKind::Credit => {
@@ -206,7 +254,7 @@ pub fn serve(port: File, reaper: Reaper) {
             }
             FrameKind::Resize => {
                 if let Ok((rows, cols)) = frame.to_resize() {
-                    exec::resize(&shared, frame.id, rows, cols);
+                    exec::resize(shared, frame.id, rows, cols);
                 }
             }
             FrameKind::Response | FrameKind::Stdout | FrameKind::Stderr => {
@@ -227,18 +275,21 @@ fn dispatch(shared: &Arc<Shared>, id: u64, request: Request) {
             identity,
         } => {
             if let Some(ns) = host_time_ns {
-                if let Err(e) = sys::set_clock(ns) {
-                    eprintln!("smolvm-agent: cannot set the clock: {e}");
-                }
+                shared.options.step_clock(ns);
             }
             if let Some(identity) = &identity {
-                identity::apply(identity);
+                shared.options.apply_identity(identity);
+            }
+            let mut capabilities: Vec<String> =
+                CAPABILITIES.iter().map(|c| c.to_string()).collect();
+            if shared.options.is_host_mode() {
+                capabilities.push(HOST_MODE_CAPABILITY.to_string());
             }
             let info = AgentInfo {
                 protocol: PROTOCOL_VERSION,
                 agent_version: env!("CARGO_PKG_VERSION").to_string(),
-                capabilities: CAPABILITIES.iter().map(|c| c.to_string()).collect(),
-                uptime_ms: sys::uptime_ms(),
+                capabilities,
+                uptime_ms: shared.options.uptime_ms(),
             };
             if protocol != PROTOCOL_VERSION {
                 let message =
@@ -347,18 +398,4 @@ fn spawn_worker(shared: &Arc<Shared>, id: u64, work: impl FnOnce() + Send + 'sta
             ),
         );
     }
-}
-
-/// Ends every process, flushes the filesystems and resets the machine.
-fn shutdown() -> ! {
-    if std::process::id() != 1 {
-        // Run by hand outside a guest: never signal the host's processes.
-        std::process::exit(0);
-    }
-    // SAFETY: kill with pid -1 signals every process except PID 1 itself.
-    unsafe { libc::kill(-1, libc::SIGTERM) };
-    std::thread::sleep(std::time::Duration::from_millis(20));
-    // SAFETY: as above.
-    unsafe { libc::kill(-1, libc::SIGKILL) };
-    sys::reboot_now()
 }

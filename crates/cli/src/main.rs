@@ -1,9 +1,6 @@
 //! `smolvm`: set up the host, run commands in disposable microVMs, benchmark them.
 
 mod bench;
-mod bench_confine;
-mod bench_files;
-mod bench_snapshot;
 mod cli;
 mod commands;
 mod output;

@@ -7,12 +7,44 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use smolvm::{DataDir, RunOptions, SmolVm, VmConfig};
 
+use super::stats::{line, stats, Line, Target};
+use super::template::template_start_once;
+
+/// Template start → first result and warm `run("true")` on `image`, each confined against
+/// the same unconfined: `runs` template starts and `round_trips` warm runs of each kind.
+pub(super) fn lines(
+    data: &DataDir,
+    image: &str,
+    runs: usize,
+    round_trips: usize,
+) -> Result<Vec<Line>> {
+    let starts = template_starts(data, image, runs)?;
+    let warm_pair = warm_runs(data, image, round_trips)?;
+    let mut lines = Vec::new();
+    for (name, pair) in [
+        (
+            format!("template start -> first result [{image}], confined"),
+            &starts,
+        ),
+        ("warm run(\"true\"), confined".to_string(), &warm_pair),
+    ] {
+        lines.push(line(
+            name,
+            stats(&pair.confined),
+            "the same unconfined (SMOLVM_UNCONFINED=1)",
+            stats(&pair.unconfined),
+            Target::ratio(1.05),
+        ));
+    }
+    Ok(lines)
+}
+
 /// Samples of one measurement, confined and not.
-pub struct Pair {
+struct Pair {
     /// With the confinement `smolvm` uses.
-    pub confined: Vec<Duration>,
+    confined: Vec<Duration>,
     /// With `SMOLVM_UNCONFINED=1`.
-    pub unconfined: Vec<Duration>,
+    unconfined: Vec<Duration>,
 }
 
 /// Sets or clears `SMOLVM_UNCONFINED` for the supervisors started next (they inherit this
@@ -26,7 +58,7 @@ fn unconfined(on: bool) {
 }
 
 /// Template starts of `image`, `runs` of each kind, interleaved.
-pub fn template_starts(data: &DataDir, image: &str, runs: usize) -> Result<Pair> {
+fn template_starts(data: &DataDir, image: &str, runs: usize) -> Result<Pair> {
     let mut pair = Pair {
         confined: Vec::new(),
         unconfined: Vec::new(),
@@ -34,7 +66,7 @@ pub fn template_starts(data: &DataDir, image: &str, runs: usize) -> Result<Pair>
     for _ in 0..runs {
         for off in [false, true] {
             unconfined(off);
-            let sample = crate::bench_snapshot::template_start_once(data, image);
+            let sample = template_start_once(data, image);
             unconfined(false);
             let sample = sample?;
             if off {
@@ -49,7 +81,7 @@ pub fn template_starts(data: &DataDir, image: &str, runs: usize) -> Result<Pair>
 
 /// Warm `run("true")` round trips on two VMs of `image`, one of each kind, in alternating
 /// batches of ten.
-pub fn warm_runs(data: &DataDir, image: &str, round_trips: usize) -> Result<Pair> {
+fn warm_runs(data: &DataDir, image: &str, round_trips: usize) -> Result<Pair> {
     let config = || VmConfig {
         image: Some(image.to_string()),
         ..VmConfig::default()

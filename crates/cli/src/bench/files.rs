@@ -13,7 +13,7 @@ const ECHO_SIZE: u32 = 4 << 20;
 
 /// Transfer throughputs, in MiB/s.
 #[derive(Debug, Clone, Serialize)]
-pub struct TransferBench {
+pub(super) struct TransferBench {
     /// Size of the file moved, in MiB.
     pub file_mib: u64,
     /// Raw channel throughput (one direction), from timed echoes of 4 MiB.
@@ -25,7 +25,7 @@ pub struct TransferBench {
 }
 
 /// Moves a `file_mib` MiB random file up and down on a fresh `minimal` VM.
-pub fn run(file_mib: u64) -> Result<TransferBench> {
+pub(super) fn run(file_mib: u64) -> Result<TransferBench> {
     let vm = SmolVm::create(VmConfig {
         image: Some("minimal".into()),
         // The minimal image keeps /tmp in RAM; tmpfs may use half of it.

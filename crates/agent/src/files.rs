@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 
-use smolvm_protocol::{ErrorKind, FileKind, Frame, FrameKind, Request, Response, TreeEntry};
+use smolvm_protocol::{AgentRequest, ErrorKind, FileKind, Frame, FrameKind, Response, TreeEntry};
 
 use crate::flow::OutputWindow;
 use crate::server::Shared;
@@ -136,19 +136,19 @@ fn receive_into(
 }
 
 /// Answers the other file requests.
-pub fn handle(shared: &Arc<Shared>, id: u64, request: Request, window: &OutputWindow) {
+pub fn handle(shared: &Arc<Shared>, id: u64, request: AgentRequest, window: &OutputWindow) {
     let response = match request {
-        Request::ReadFile { path } => {
+        AgentRequest::ReadFile { path } => {
             absolute(&path).and_then(|p| read_file(shared, id, &p, window))
         }
-        Request::Stat { path } => absolute(&path).map(|p| stat(&p)),
-        Request::MakeDir { path, mode } => absolute(&path).and_then(|p| make_dir(&p, mode)),
-        Request::Symlink { path, target } => absolute(&path).and_then(|p| {
+        AgentRequest::Stat { path } => absolute(&path).map(|p| stat(&p)),
+        AgentRequest::MakeDir { path, mode } => absolute(&path).and_then(|p| make_dir(&p, mode)),
+        AgentRequest::Symlink { path, target } => absolute(&path).and_then(|p| {
             std::os::unix::fs::symlink(&target, &p)
                 .map(|()| Response::Ok)
                 .map_err(|e| io_error(&p, &e))
         }),
-        Request::ListTree { path } => {
+        AgentRequest::ListTree { path } => {
             absolute(&path).and_then(|p| list_tree(shared, id, &p, window))
         }
         other => Err(Response::error(

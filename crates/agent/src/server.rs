@@ -7,7 +7,7 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 
 use smolvm_protocol::{
-    read_frame, AgentInfo, ErrorKind, Frame, FrameKind, Request, Response, PROTOCOL_VERSION,
+    read_frame, AgentInfo, AgentRequest, ErrorKind, Frame, FrameKind, Response, PROTOCOL_VERSION,
 };
 
 use crate::flow::OutputWindow;
@@ -107,7 +107,7 @@ impl Shared {
         }
     }
 
-    /// Request `id` consumed `bytes` of its input: the host may send that much more.
+    /// AgentRequest `id` consumed `bytes` of its input: the host may send that much more.
     pub fn credit_input(&self, id: u64, bytes: usize) {
         if let Some(control) = self
             .execs
@@ -229,8 +229,8 @@ fn frame_loop(shared: &Arc<Shared>, reader: impl Read) -> Ended {
             }
         };
         match frame.kind {
-            FrameKind::Request => match frame.to_request() {
-                Ok(Request::Shutdown) => {
+            FrameKind::Request => match frame.to_agent_request() {
+                Ok(AgentRequest::Shutdown) => {
                     shared.respond(frame.id, &Response::Ok);
                     return Ended::Shutdown;
                 }
@@ -267,9 +267,9 @@ fn frame_loop(shared: &Arc<Shared>, reader: impl Read) -> Ended {
     }
 }
 
-fn dispatch(shared: &Arc<Shared>, id: u64, request: Request) {
+fn dispatch(shared: &Arc<Shared>, id: u64, request: AgentRequest) {
     match request {
-        Request::Hello {
+        AgentRequest::Hello {
             protocol,
             host_time_ns,
             identity,
@@ -299,7 +299,7 @@ fn dispatch(shared: &Arc<Shared>, id: u64, request: Request) {
                 shared.respond(id, &Response::Hello(info));
             }
         }
-        Request::Exec(exec) => {
+        AgentRequest::Exec(exec) => {
             // Registered now, not when the command has started, so that signals and stdin
             // that follow the request at once find it.
             let (stdin, window) = match shared.open_stream(id) {
@@ -330,10 +330,10 @@ fn dispatch(shared: &Arc<Shared>, id: u64, request: Request) {
         }
         // Environment operations are short file operations: answering them inline saves a
         // thread spawn per call, and they are serialised by the file lock anyway.
-        Request::EnvSet { vars, merge } => shared.respond(id, &env::set(shared, vars, merge)),
-        Request::EnvList => shared.respond(id, &env::list(shared)),
-        Request::EnvUnset { keys } => shared.respond(id, &env::unset(shared, keys)),
-        Request::WriteFile {
+        AgentRequest::EnvSet { vars, merge } => shared.respond(id, &env::set(shared, vars, merge)),
+        AgentRequest::EnvList => shared.respond(id, &env::list(shared)),
+        AgentRequest::EnvUnset { keys } => shared.respond(id, &env::unset(shared, keys)),
+        AgentRequest::WriteFile {
             path,
             mode,
             parents,
@@ -347,11 +347,11 @@ fn dispatch(shared: &Arc<Shared>, id: u64, request: Request) {
                 files::write_file(&worker, id, &path, mode, parents, content)
             });
         }
-        request @ (Request::ReadFile { .. }
-        | Request::Stat { .. }
-        | Request::MakeDir { .. }
-        | Request::Symlink { .. }
-        | Request::ListTree { .. }) => {
+        request @ (AgentRequest::ReadFile { .. }
+        | AgentRequest::Stat { .. }
+        | AgentRequest::MakeDir { .. }
+        | AgentRequest::Symlink { .. }
+        | AgentRequest::ListTree { .. }) => {
             // Registered so that its output waits for credit and a signal cancels it.
             let window = match shared.open_stream(id) {
                 Ok((_, window)) => window,
@@ -362,19 +362,7 @@ fn dispatch(shared: &Arc<Shared>, id: u64, request: Request) {
                 files::handle(&worker, id, request, &window)
             });
         }
-        Request::Shutdown => unreachable!("handled by the frame loop"),
-        Request::Status
-        | Request::Stop { .. }
-        | Request::ChannelBench { .. }
-        | Request::Pause
-        | Request::Resume
-        | Request::Snapshot { .. } => {
-            let message = format!(
-                "{} is answered by the host supervisor, not the agent",
-                request.log_summary()
-            );
-            shared.respond(id, &Response::error(ErrorKind::InvalidRequest, message));
-        }
+        AgentRequest::Shutdown => unreachable!("handled by the frame loop"),
     }
 }
 

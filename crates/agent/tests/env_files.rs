@@ -5,13 +5,13 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 
 use common::{vars, Agent, TempDir};
-use smolvm_protocol::{ErrorKind, FileKind, Request, Response, TreeEntry};
+use smolvm_protocol::{AgentRequest, ErrorKind, FileKind, Response, TreeEntry};
 
 #[test]
 fn env_set_list_unset_and_login_shells_see_the_managed_set() {
     let mut agent = Agent::start();
     let tricky = "it's \"quoted\" $HOME `x`\nsecond line";
-    let response = agent.call(&Request::EnvSet {
+    let response = agent.call(&AgentRequest::EnvSet {
         vars: vars(&[("API_KEY", tricky), ("OTHER", "x")]),
         merge: true,
     });
@@ -22,7 +22,7 @@ fn env_set_list_unset_and_login_shells_see_the_managed_set() {
         }
     );
     assert_eq!(
-        agent.call(&Request::EnvList),
+        agent.call(&AgentRequest::EnvList),
         Response::EnvVars {
             vars: vars(&[("API_KEY", tricky), ("OTHER", "x")])
         }
@@ -38,7 +38,7 @@ fn env_set_list_unset_and_login_shells_see_the_managed_set() {
         "unset"
     );
 
-    let response = agent.call(&Request::EnvUnset {
+    let response = agent.call(&AgentRequest::EnvUnset {
         keys: vec!["API_KEY".into(), "NEVER_SET".into()],
     });
     assert_eq!(
@@ -55,7 +55,7 @@ fn env_set_list_unset_and_login_shells_see_the_managed_set() {
     );
 
     // Replacing (no merge) drops the old set.
-    let response = agent.call(&Request::EnvSet {
+    let response = agent.call(&AgentRequest::EnvSet {
         vars: vars(&[("ONLY", "1")]),
         merge: false,
     });
@@ -74,12 +74,12 @@ fn env_set_list_unset_and_login_shells_see_the_managed_set() {
 #[test]
 fn invalid_variables_are_refused_and_nothing_changes() {
     let mut agent = Agent::start();
-    agent.call(&Request::EnvSet {
+    agent.call(&AgentRequest::EnvSet {
         vars: vars(&[("KEPT", "1")]),
         merge: true,
     });
     for bad in [("1BAD", "x"), ("GOOD", "nul\0byte")] {
-        match agent.call(&Request::EnvSet {
+        match agent.call(&AgentRequest::EnvSet {
             vars: vars(&[bad, ("ALSO", "y")]),
             merge: true,
         }) {
@@ -88,7 +88,7 @@ fn invalid_variables_are_refused_and_nothing_changes() {
         }
     }
     assert_eq!(
-        agent.call(&Request::EnvList),
+        agent.call(&AgentRequest::EnvList),
         Response::EnvVars {
             vars: vars(&[("KEPT", "1")])
         }
@@ -115,7 +115,7 @@ fn write_read_stat_mkdir_symlink_and_list_a_tree() {
     }
     assert!(!dir.path().join("missing").exists());
 
-    let read = agent.run(&Request::ReadFile { path: file.clone() });
+    let read = agent.run(&AgentRequest::ReadFile { path: file.clone() });
     assert_eq!(read.stdout, content);
     let announced: Response = serde_json::from_slice(&read.stderr).unwrap();
     let expected = Response::FileInfo {
@@ -126,9 +126,12 @@ fn write_read_stat_mkdir_symlink_and_list_a_tree() {
     assert_eq!(announced, expected);
     assert_eq!(read.response, expected);
 
-    assert_eq!(agent.call(&Request::Stat { path: file.clone() }), expected);
     assert_eq!(
-        agent.call(&Request::Stat {
+        agent.call(&AgentRequest::Stat { path: file.clone() }),
+        expected
+    );
+    assert_eq!(
+        agent.call(&AgentRequest::Stat {
             path: format!("{root}/nothing")
         }),
         Response::FileInfo {
@@ -138,21 +141,21 @@ fn write_read_stat_mkdir_symlink_and_list_a_tree() {
         }
     );
     assert_eq!(
-        agent.call(&Request::MakeDir {
+        agent.call(&AgentRequest::MakeDir {
             path: format!("{root}/c/d"),
             mode: 0o750,
         }),
         Response::Ok
     );
     assert_eq!(
-        agent.call(&Request::Symlink {
+        agent.call(&AgentRequest::Symlink {
             path: format!("{root}/link"),
             target: "a/b/data.bin".into(),
         }),
         Response::Ok
     );
 
-    let listing = agent.run(&Request::ListTree { path: root.clone() });
+    let listing = agent.run(&AgentRequest::ListTree { path: root.clone() });
     assert_eq!(
         listing.response,
         Response::Tree {
@@ -188,14 +191,14 @@ fn write_read_stat_mkdir_symlink_and_list_a_tree() {
 #[test]
 fn relative_and_missing_paths_are_errors() {
     let mut agent = Agent::start();
-    match agent.call(&Request::Stat {
+    match agent.call(&AgentRequest::Stat {
         path: "relative/path".into(),
     }) {
         Response::Error { kind, .. } => assert_eq!(kind, ErrorKind::InvalidRequest),
         other => panic!("{other:?}"),
     }
     let dir = TempDir::new("missing");
-    match agent.run(&Request::ReadFile {
+    match agent.run(&AgentRequest::ReadFile {
         path: format!("{}/none", dir.path().display()),
     }) {
         common::Output {

@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Agent, TempDir};
-use smolvm_protocol::{ExecRequest, Frame, FrameKind, Request, Response, OUTPUT_WINDOW};
+use smolvm_protocol::{AgentRequest, ExecRequest, Frame, FrameKind, Response, OUTPUT_WINDOW};
 
 #[test]
 fn exec_reports_stdout_stderr_and_the_exit_code() {
@@ -63,7 +63,7 @@ fn per_command_variables_reach_the_command() {
 #[test]
 fn stdin_frames_reach_the_command_and_an_empty_one_closes_it() {
     let mut agent = Agent::start();
-    let id = agent.request(&Request::Exec(ExecRequest {
+    let id = agent.request(&AgentRequest::Exec(ExecRequest {
         command: "cat; echo done".into(),
         stdin: true,
         ..ExecRequest::default()
@@ -103,7 +103,7 @@ fn a_timeout_kills_the_command() {
 #[test]
 fn a_signal_frame_reaches_the_command() {
     let mut agent = Agent::start();
-    let id = agent.request(&Request::Exec(ExecRequest {
+    let id = agent.request(&AgentRequest::Exec(ExecRequest {
         command: "trap 'echo got TERM; exit 7' TERM; echo ready; while :; do sleep 0.05; done"
             .into(),
         ..ExecRequest::default()
@@ -118,7 +118,7 @@ fn a_signal_frame_reaches_the_command() {
     assert_eq!(output.exited().code, Some(7));
 
     // A signal the command does not catch ends it.
-    let id = agent.request(&Request::Exec(ExecRequest {
+    let id = agent.request(&AgentRequest::Exec(ExecRequest {
         command: "exec sleep 30".into(),
         ..ExecRequest::default()
     }));
@@ -131,7 +131,7 @@ fn a_signal_frame_reaches_the_command() {
 fn output_beyond_the_window_waits_for_credit() {
     let mut agent = Agent::start();
     let total = OUTPUT_WINDOW as usize + (2 << 20);
-    let id = agent.request(&Request::Exec(ExecRequest {
+    let id = agent.request(&AgentRequest::Exec(ExecRequest {
         command: format!("head -c {total} /dev/zero"),
         shell: smolvm_protocol::Shell::Raw,
         ..ExecRequest::default()

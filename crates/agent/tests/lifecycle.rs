@@ -7,7 +7,8 @@ use std::process::Command;
 
 use common::{hello, Agent};
 use smolvm_protocol::{
-    ErrorKind, ExecRequest, Frame, FrameKind, GuestIdentity, Request, Response, PROTOCOL_VERSION,
+    AgentRequest, ErrorKind, ExecRequest, Frame, FrameKind, GuestIdentity, Response,
+    PROTOCOL_VERSION,
 };
 
 #[test]
@@ -66,7 +67,7 @@ fn clock_and_identity_go_to_the_state_dir_not_the_host() {
         .unwrap()
         .as_nanos() as u64;
     let machine_id = "0123456789abcdef0123456789abcdef";
-    let response = agent.call(&Request::Hello {
+    let response = agent.call(&AgentRequest::Hello {
         protocol: PROTOCOL_VERSION,
         host_time_ns: Some(now_ns),
         identity: Some(GuestIdentity {
@@ -102,10 +103,15 @@ fn malformed_requests_get_errors_and_serving_goes_on() {
             other => panic!("{payload:?} was answered with {other:?}"),
         }
     }
-    // Requests only the supervisor answers are refused by the agent.
-    match agent.call(&Request::Status) {
-        Response::Error { kind, .. } => assert_eq!(kind, ErrorKind::InvalidRequest),
-        other => panic!("status was answered with {other:?}"),
+    // Requests only the supervisor answers are not even parsed by the agent.
+    for op in smolvm_protocol::SupervisorRequest::OPS {
+        let id = agent.id();
+        let payload = format!(r#"{{"op":"{op}"}}"#).into_bytes();
+        agent.send(&Frame::data(id, FrameKind::Request, payload));
+        match agent.collect(id, true).response {
+            Response::Error { kind, .. } => assert_eq!(kind, ErrorKind::InvalidRequest),
+            other => panic!("{op} was answered with {other:?}"),
+        }
     }
     // Control frames with the wrong payload size, frames only the agent sends, and frames
     // for unknown requests are ignored.
@@ -139,7 +145,7 @@ fn an_unparseable_frame_ends_the_agent_cleanly() {
 #[test]
 fn shutdown_ends_the_process_and_its_commands() {
     let mut agent = Agent::start();
-    let id = agent.request(&Request::Exec(ExecRequest {
+    let id = agent.request(&AgentRequest::Exec(ExecRequest {
         command: "echo $$; exec sleep 30".into(),
         ..ExecRequest::default()
     }));
@@ -150,7 +156,7 @@ fn shutdown_ends_the_process_and_its_commands() {
         .parse()
         .unwrap();
     assert!(!common::is_dead(pid));
-    let shutdown = agent.request(&Request::Shutdown);
+    let shutdown = agent.request(&AgentRequest::Shutdown);
     // The answer comes first; the command's own answer may follow before the agent exits.
     let answer = agent.frame();
     assert_eq!(answer.id, shutdown, "{answer:?}");
@@ -163,7 +169,7 @@ fn shutdown_ends_the_process_and_its_commands() {
 #[test]
 fn closing_the_channel_ends_the_process_and_its_commands() {
     let mut agent = Agent::start();
-    let id = agent.request(&Request::Exec(ExecRequest {
+    let id = agent.request(&AgentRequest::Exec(ExecRequest {
         command: "echo $$; exec sleep 30".into(),
         ..ExecRequest::default()
     }));

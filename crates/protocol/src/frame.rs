@@ -5,7 +5,7 @@
 
 use std::io::{self, Read, Write};
 
-use crate::{ProtocolError, Request, Response};
+use crate::{AgentRequest, ProtocolError, Request, Response, WireRequest};
 
 /// Bytes of header after the length field: id (8) + kind (1).
 const ID_KIND_LEN: usize = 9;
@@ -71,8 +71,9 @@ pub struct Frame {
 }
 
 impl Frame {
-    /// A frame carrying `request` as JSON.
-    pub fn request(id: u64, request: &Request) -> Result<Self, ProtocolError> {
+    /// A frame carrying `request` (an [`AgentRequest`], a [`crate::SupervisorRequest`] or
+    /// either as a [`Request`]) as JSON.
+    pub fn request(id: u64, request: &impl WireRequest) -> Result<Self, ProtocolError> {
         Ok(Self {
             id,
             kind: FrameKind::Request,
@@ -133,8 +134,15 @@ impl Frame {
         }
     }
 
-    /// Decodes the payload of a [`FrameKind::Request`] frame.
+    /// Decodes the payload of a [`FrameKind::Request`] frame sent to the supervisor.
     pub fn to_request(&self) -> Result<Request, ProtocolError> {
+        self.expect(FrameKind::Request, "request")?;
+        Ok(serde_json::from_slice(&self.payload)?)
+    }
+
+    /// Decodes the payload of a [`FrameKind::Request`] frame sent to the guest agent (which
+    /// understands agent requests only).
+    pub fn to_agent_request(&self) -> Result<AgentRequest, ProtocolError> {
         self.expect(FrameKind::Request, "request")?;
         Ok(serde_json::from_slice(&self.payload)?)
     }
@@ -243,7 +251,7 @@ mod tests {
     #[test]
     fn frames_round_trip_back_to_back() {
         let frames = vec![
-            Frame::request(1, &Request::EnvList).unwrap(),
+            Frame::request(1, &AgentRequest::EnvList).unwrap(),
             Frame::data(2, FrameKind::Stdout, vec![0, 159, 146, 150, 255]),
             Frame::data(3, FrameKind::Stdin, Vec::new()),
             Frame::signal(4, 9),

@@ -13,6 +13,7 @@ mod envfile;
 mod error;
 mod frame;
 mod message;
+mod request;
 
 pub use envfile::{
     env_entry_cost, parse_env_file, render_env_file, validate_env_key, validate_env_set,
@@ -22,9 +23,10 @@ pub use envfile::{
 pub use error::ProtocolError;
 pub use frame::{read_frame, write_frame, Frame, FrameKind, HEADER_LEN, MAX_PAYLOAD};
 pub use message::{
-    AgentInfo, ErrorKind, ExecRequest, ExitStatus, FileKind, GuestIdentity, Request, Response,
-    Shell, SnapshotStats, SupervisorStatus, TreeEntry, TtySize,
+    AgentInfo, ErrorKind, ExecRequest, ExitStatus, FileKind, GuestIdentity, Response, Shell,
+    SnapshotStats, SupervisorStatus, TreeEntry, TtySize,
 };
+pub use request::{AgentRequest, Request, SupervisorRequest, WireRequest};
 
 /// Version of this protocol. Peers exchange it in the `Hello` handshake and refuse to talk to a
 /// peer with a different major version.

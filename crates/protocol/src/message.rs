@@ -79,125 +79,6 @@ pub struct TreeEntry {
     pub target: Option<String>,
 }
 
-/// A request. Most are served by the guest agent; the ones marked *supervisor* are answered by
-/// the per-VM supervisor on the host and never reach the guest.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum Request {
-    /// Handshake: the first request on every connection.
-    Hello {
-        /// The sender's [`crate::PROTOCOL_VERSION`].
-        protocol: u32,
-        /// Host wall-clock time (ns since the Unix epoch); the agent steps the guest clock to it.
-        #[serde(default)]
-        host_time_ns: Option<u64>,
-        /// Who the guest is: sent at every boot and after every restore from a snapshot, so
-        /// that guests restored from one snapshot are distinct machines.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        identity: Option<GuestIdentity>,
-    },
-    /// Run a command; answered by output frames then [`Response::Exited`].
-    Exec(ExecRequest),
-    /// Set managed environment variables; answered by [`Response::EnvKeys`].
-    EnvSet {
-        /// Variables to set.
-        vars: BTreeMap<String, String>,
-        /// Merge into the existing set (`true`) or replace it (`false`).
-        merge: bool,
-    },
-    /// List managed environment variables; answered by [`Response::EnvVars`].
-    EnvList,
-    /// Remove managed environment variables; answered by [`Response::EnvVars`] with the removed ones.
-    EnvUnset {
-        /// Names to remove; unknown names are ignored.
-        keys: Vec<String>,
-    },
-    /// Write a file atomically: its content follows as `Stdin` frames, ended by an empty one.
-    /// Answered by [`Response::Ok`] once the file is durable and renamed into place.
-    WriteFile {
-        /// Absolute guest path.
-        path: String,
-        /// Permission bits.
-        mode: u32,
-        /// Create missing parent directories.
-        #[serde(default)]
-        parents: bool,
-    },
-    /// Read a file (symlinks followed): first a `Stderr` frame carrying a JSON
-    /// [`Response::FileInfo`] that announces the size and mode of the opened file, then its
-    /// content as `Stdout` frames, then [`Response::FileInfo`]. A `Signal` frame cancels the
-    /// read (answered by an error). Hosts must treat the announcement as a claim: the guest
-    /// may send more or less.
-    ReadFile {
-        /// Absolute guest path.
-        path: String,
-    },
-    /// Describe a path (symlinks not followed); answered by [`Response::FileInfo`].
-    Stat {
-        /// Absolute guest path.
-        path: String,
-    },
-    /// Create a directory (and its parents); answered by [`Response::Ok`].
-    MakeDir {
-        /// Absolute guest path.
-        path: String,
-        /// Permission bits.
-        mode: u32,
-    },
-    /// Create a symbolic link; answered by [`Response::Ok`].
-    Symlink {
-        /// Absolute guest path of the link.
-        path: String,
-        /// What it points to (stored as given).
-        target: String,
-    },
-    /// List a directory tree (symlinks not followed, parents before children): the entries
-    /// come as `Stdout` frames, each a JSON array of [`TreeEntry`] of at most a few hundred
-    /// KiB, then [`Response::Tree`] with any remaining entries (none from this agent; older
-    /// agents sent all of them there, which failed past the frame limit). A `Signal` frame
-    /// cancels the walk.
-    ListTree {
-        /// Absolute guest path of the root.
-        path: String,
-    },
-    /// Sync filesystems and power the guest off.
-    Shutdown,
-    /// *Supervisor*: report the VM's state.
-    Status,
-    /// *Supervisor*: stop the VM (graceful shutdown, forced after `grace_ms`) and exit.
-    Stop {
-        /// How long to wait for a clean guest shutdown before killing QEMU.
-        grace_ms: u64,
-    },
-    /// *Supervisor*: time `rounds` bare echo round trips of `size` bytes on the guest channel,
-    /// measured by the supervisor itself (the channel floor of the benchmarks).
-    ChannelBench {
-        /// Number of round trips.
-        rounds: u32,
-        /// Payload size of each echo.
-        size: u32,
-    },
-    /// *Supervisor*: stop the guest's vCPUs (memory is kept); answered by [`Response::Ok`].
-    Pause,
-    /// *Supervisor*: restart the vCPUs of a paused guest and step its clock to the host's;
-    /// answered by [`Response::Ok`].
-    Resume,
-    /// *Supervisor*: save memory, device state and disk to `dir` (which must not exist; it is
-    /// filled under a temporary name and renamed, so it is complete or absent). Answered by
-    /// [`Response::Snapshot`].
-    Snapshot {
-        /// Absolute host path of the snapshot's directory.
-        dir: String,
-        /// Leave the guest paused afterwards instead of resuming it.
-        #[serde(default)]
-        keep_paused: bool,
-        /// The client's description of the snapshot, stored as its `snapshot.json` with the
-        /// measured `stats` added.
-        #[serde(default)]
-        meta: serde_json::Value,
-    },
-}
-
 /// A guest's identity, applied by the agent in the handshake.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GuestIdentity {
@@ -223,59 +104,6 @@ pub struct SnapshotStats {
     pub paused_ms: u64,
     /// Whole operation, in milliseconds.
     pub save_ms: u64,
-}
-
-impl Request {
-    /// Whether the supervisor answers this request itself instead of forwarding it to the guest.
-    pub fn is_for_supervisor(&self) -> bool {
-        match self {
-            Request::Status
-            | Request::Stop { .. }
-            | Request::ChannelBench { .. }
-            | Request::Pause
-            | Request::Resume
-            | Request::Snapshot { .. } => true,
-            Request::Hello { .. }
-            | Request::Exec(_)
-            | Request::WriteFile { .. }
-            | Request::ReadFile { .. }
-            | Request::Stat { .. }
-            | Request::MakeDir { .. }
-            | Request::Symlink { .. }
-            | Request::ListTree { .. }
-            | Request::EnvSet { .. }
-            | Request::EnvList
-            | Request::EnvUnset { .. }
-            | Request::Shutdown => false,
-        }
-    }
-
-    /// A one-line description that is safe to log: never contains variable values or command
-    /// output. Exhaustive on purpose, so that every new request decides what it may reveal.
-    pub fn log_summary(&self) -> String {
-        match self {
-            Request::Hello { protocol, .. } => format!("hello v{protocol}"),
-            Request::Exec(exec) => format!("exec ({:?}, {} bytes)", exec.shell, exec.command.len()),
-            Request::EnvSet { vars, merge } => format!("env set {} vars merge={merge}", vars.len()),
-            Request::EnvList => "env list".into(),
-            Request::EnvUnset { keys } => format!("env unset {} keys", keys.len()),
-            Request::WriteFile { mode, .. } => format!("write file (mode {mode:o})"),
-            Request::ReadFile { .. } => "read file".into(),
-            Request::Stat { .. } => "stat".into(),
-            Request::MakeDir { .. } => "mkdir".into(),
-            Request::Symlink { .. } => "symlink".into(),
-            Request::ListTree { .. } => "list tree".into(),
-            Request::Shutdown => "shutdown".into(),
-            Request::Status => "status".into(),
-            Request::Stop { grace_ms } => format!("stop (grace {grace_ms} ms)"),
-            Request::ChannelBench { rounds, size } => format!("channel bench {rounds}x{size}B"),
-            Request::Pause => "pause".into(),
-            Request::Resume => "resume".into(),
-            Request::Snapshot { keep_paused, .. } => {
-                format!("snapshot (keep paused {keep_paused})")
-            }
-        }
-    }
 }
 
 /// How a command ended.
@@ -410,17 +238,18 @@ impl Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{AgentRequest, Request, SupervisorRequest};
 
     #[test]
     fn exec_request_json_is_stable_and_defaults_apply() {
-        let req: Request = serde_json::from_str(r#"{"op":"exec","command":"true"}"#).unwrap();
-        let Request::Exec(exec) = req else {
+        let req: AgentRequest = serde_json::from_str(r#"{"op":"exec","command":"true"}"#).unwrap();
+        let AgentRequest::Exec(exec) = req else {
             panic!("not exec")
         };
         assert_eq!(exec.shell, Shell::Login);
         assert!(exec.env.is_empty() && exec.timeout_ms.is_none() && !exec.stdin);
 
-        let json = serde_json::to_string(&Request::EnvUnset {
+        let json = serde_json::to_string(&AgentRequest::EnvUnset {
             keys: vec!["A".into()],
         })
         .unwrap();
@@ -451,21 +280,21 @@ mod tests {
     #[test]
     fn vm_level_requests_go_to_the_supervisor_and_identity_is_optional() {
         for request in [
-            Request::Pause,
-            Request::Resume,
-            Request::Snapshot {
+            SupervisorRequest::Pause,
+            SupervisorRequest::Resume,
+            SupervisorRequest::Snapshot {
                 dir: "/d".into(),
                 keep_paused: false,
                 meta: serde_json::Value::Null,
             },
         ] {
-            assert!(request.is_for_supervisor(), "{request:?}");
+            assert!(Request::from(request).is_for_supervisor());
         }
         // An older host's hello (no identity) still parses; a new one round-trips.
-        let old: Request =
+        let old: AgentRequest =
             serde_json::from_str(r#"{"op":"hello","protocol":1,"host_time_ns":5}"#).unwrap();
-        assert!(matches!(old, Request::Hello { identity: None, .. }));
-        let hello = Request::Hello {
+        assert!(matches!(old, AgentRequest::Hello { identity: None, .. }));
+        let hello = AgentRequest::Hello {
             protocol: 1,
             host_time_ns: None,
             identity: Some(GuestIdentity {
@@ -474,7 +303,8 @@ mod tests {
                 seed: "00ff".into(),
             }),
         };
-        let back: Request = serde_json::from_slice(&serde_json::to_vec(&hello).unwrap()).unwrap();
+        let back: AgentRequest =
+            serde_json::from_slice(&serde_json::to_vec(&hello).unwrap()).unwrap();
         assert_eq!(back, hello);
         // The seed is never logged.
         assert!(!hello.log_summary().contains("00ff"));
@@ -484,7 +314,7 @@ mod tests {
     fn log_summary_never_contains_values() {
         let mut vars = BTreeMap::new();
         vars.insert("TOKEN".to_string(), "secret-value".to_string());
-        let summary = Request::EnvSet { vars, merge: true }.log_summary();
+        let summary = AgentRequest::EnvSet { vars, merge: true }.log_summary();
         assert!(
             !summary.contains("secret") && !summary.contains("TOKEN"),
             "{summary}"

@@ -12,8 +12,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
 use smolvm_protocol::{
-    read_frame, write_frame, ErrorKind, ExecRequest, ExitStatus, FileKind, Frame, FrameKind,
-    ProtocolError, Request, Response, Shell, TreeEntry, TtySize, HEADER_LEN, MAX_PAYLOAD,
+    read_frame, write_frame, AgentRequest, ErrorKind, ExecRequest, ExitStatus, FileKind, Frame,
+    FrameKind, ProtocolError, Request, Response, Shell, SupervisorRequest, TreeEntry, TtySize,
+    HEADER_LEN, MAX_PAYLOAD,
 };
 
 /// The system allocator, recording the largest single allocation this test binary made.
@@ -149,7 +150,7 @@ fn request_strategy() -> impl Strategy<Value = Request> {
         proptest::option::of((any::<u16>(), any::<u16>())),
     )
         .prop_map(|(command, raw, env, cwd, timeout_ms, stdin, tty)| {
-            Request::Exec(ExecRequest {
+            Request::from(AgentRequest::Exec(ExecRequest {
                 command,
                 shell: if raw { Shell::Raw } else { Shell::Login },
                 env,
@@ -157,39 +158,43 @@ fn request_strategy() -> impl Strategy<Value = Request> {
                 timeout_ms,
                 stdin,
                 tty: tty.map(|(rows, cols)| TtySize { rows, cols }),
-            })
+            }))
         });
     prop_oneof![
         exec,
         (any::<u32>(), proptest::option::of(any::<u64>())).prop_map(|(protocol, t)| {
-            Request::Hello {
+            Request::from(AgentRequest::Hello {
                 protocol,
                 host_time_ns: t,
                 identity: None,
-            }
+            })
         }),
-        (env_map(), any::<bool>()).prop_map(|(vars, merge)| Request::EnvSet { vars, merge }),
-        Just(Request::EnvList),
-        vec(text(), 0..4).prop_map(|keys| Request::EnvUnset { keys }),
+        (env_map(), any::<bool>())
+            .prop_map(|(vars, merge)| Request::from(AgentRequest::EnvSet { vars, merge })),
+        Just(Request::from(AgentRequest::EnvList)),
+        vec(text(), 0..4).prop_map(|keys| Request::from(AgentRequest::EnvUnset { keys })),
         (text(), any::<u32>(), any::<bool>()).prop_map(|(path, mode, parents)| {
-            Request::WriteFile {
+            Request::from(AgentRequest::WriteFile {
                 path,
                 mode,
                 parents,
-            }
+            })
         }),
-        text().prop_map(|path| Request::ReadFile { path }),
-        text().prop_map(|path| Request::Stat { path }),
-        (text(), any::<u32>()).prop_map(|(path, mode)| Request::MakeDir { path, mode }),
-        (text(), text()).prop_map(|(path, target)| Request::Symlink { path, target }),
-        text().prop_map(|path| Request::ListTree { path }),
-        Just(Request::Shutdown),
-        Just(Request::Status),
-        any::<u64>().prop_map(|grace_ms| Request::Stop { grace_ms }),
-        (any::<u32>(), any::<u32>())
-            .prop_map(|(rounds, size)| Request::ChannelBench { rounds, size }),
-        Just(Request::Pause),
-        Just(Request::Resume),
+        text().prop_map(|path| Request::from(AgentRequest::ReadFile { path })),
+        text().prop_map(|path| Request::from(AgentRequest::Stat { path })),
+        (text(), any::<u32>())
+            .prop_map(|(path, mode)| Request::from(AgentRequest::MakeDir { path, mode })),
+        (text(), text())
+            .prop_map(|(path, target)| Request::from(AgentRequest::Symlink { path, target })),
+        text().prop_map(|path| Request::from(AgentRequest::ListTree { path })),
+        Just(Request::from(AgentRequest::Shutdown)),
+        Just(Request::from(SupervisorRequest::Status)),
+        any::<u64>().prop_map(|grace_ms| Request::from(SupervisorRequest::Stop { grace_ms })),
+        (any::<u32>(), any::<u32>()).prop_map(|(rounds, size)| Request::from(
+            SupervisorRequest::ChannelBench { rounds, size }
+        )),
+        Just(Request::from(SupervisorRequest::Pause)),
+        Just(Request::from(SupervisorRequest::Resume)),
     ]
 }
 

@@ -10,8 +10,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use smolvm_protocol::{
-    read_frame, AgentInfo, Frame, FrameKind, Request, Response, CREDIT_BATCH, INPUT_WINDOW,
-    PROTOCOL_VERSION,
+    read_frame, AgentInfo, AgentRequest, Frame, FrameKind, Response, WireRequest, CREDIT_BATCH,
+    INPUT_WINDOW, PROTOCOL_VERSION,
 };
 
 use crate::error::{Error, Result};
@@ -206,7 +206,7 @@ impl Connection {
         let host_time_ns = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
-        let hello = Request::Hello {
+        let hello = AgentRequest::Hello {
             protocol: PROTOCOL_VERSION,
             host_time_ns: Some(host_time_ns),
             identity: None,
@@ -300,7 +300,7 @@ impl Connection {
     }
 
     /// Starts a JSON request.
-    pub fn start_request(self: &Arc<Self>, request: &Request) -> Result<Call> {
+    pub fn start_request(self: &Arc<Self>, request: &impl WireRequest) -> Result<Call> {
         let payload = serde_json::to_vec(request).map_err(|e| Error::Protocol {
             vm_id: self.vm_id.clone(),
             source: e.into(),
@@ -311,7 +311,7 @@ impl Connection {
     /// Sends `request` and waits (up to `timeout`) for its response.
     pub fn call(
         self: &Arc<Self>,
-        request: &Request,
+        request: &impl WireRequest,
         timeout: Option<Duration>,
     ) -> Result<Response> {
         let call = self.start_request(request)?;

@@ -4,12 +4,13 @@
 
 mod common;
 
+use smolvm_protocol::AgentRequest;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use smolvm::client::Connection;
 use smolvm::protocol::{
-    EnvValidationError, ErrorKind, Request, Response, MAX_ENV_ENTRY_BYTES, MAX_ENV_TOTAL_BYTES,
+    EnvValidationError, ErrorKind, Response, MAX_ENV_ENTRY_BYTES, MAX_ENV_TOTAL_BYTES,
 };
 use smolvm::Error;
 
@@ -105,11 +106,11 @@ fn the_agent_refuses_what_a_client_that_skips_validation_sends() {
     // A second, raw connection to the supervisor: nothing of the SDK's checks runs.
     let raw = Connection::connect(&vm.paths().api_socket(), vm.vm_id()).unwrap();
     let timeout = Some(Duration::from_secs(60));
-    let too_long = Request::EnvSet {
+    let too_long = AgentRequest::EnvSet {
         vars: one("BIG", "x".repeat(MAX_ENV_ENTRY_BYTES)),
         merge: true,
     };
-    let too_many = Request::EnvSet {
+    let too_many = AgentRequest::EnvSet {
         vars: (0..9)
             .map(|i| (format!("C{i}"), "c".repeat(120 * 1024)))
             .collect(),

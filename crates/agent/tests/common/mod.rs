@@ -19,7 +19,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use smolvm_protocol::{
-    read_frame, write_frame, ExecRequest, Frame, FrameKind, Request, Response, Shell,
+    read_frame, write_frame, AgentRequest, ExecRequest, Frame, FrameKind, Response, Shell,
     PROTOCOL_VERSION,
 };
 
@@ -180,7 +180,7 @@ impl Agent {
     }
 
     /// Sends `request` under a fresh id and returns the id.
-    pub fn request(&mut self, request: &Request) -> u64 {
+    pub fn request(&mut self, request: &AgentRequest) -> u64 {
         let id = self.id();
         self.send(&Frame::request(id, request).expect("encode request"));
         id
@@ -231,13 +231,13 @@ impl Agent {
     }
 
     /// Sends `request` and returns its output and response (output credited).
-    pub fn run(&mut self, request: &Request) -> Output {
+    pub fn run(&mut self, request: &AgentRequest) -> Output {
         let id = self.request(request);
         self.collect(id, true)
     }
 
     /// Sends `request` and returns its response; it must produce no output.
-    pub fn call(&mut self, request: &Request) -> Response {
+    pub fn call(&mut self, request: &AgentRequest) -> Response {
         let output = self.run(request);
         assert!(
             output.stdout.is_empty() && output.stderr.is_empty(),
@@ -265,12 +265,12 @@ impl Agent {
 
     /// Runs `request` to completion.
     pub fn exec(&mut self, request: ExecRequest) -> Output {
-        self.run(&Request::Exec(request))
+        self.run(&AgentRequest::Exec(request))
     }
 
     /// Writes `content` to `path` with a `WriteFile` request.
     pub fn write_file(&mut self, path: &str, mode: u32, parents: bool, content: &[u8]) -> Response {
-        let id = self.request(&Request::WriteFile {
+        let id = self.request(&AgentRequest::WriteFile {
             path: path.into(),
             mode,
             parents,
@@ -331,8 +331,8 @@ impl Drop for Agent {
 }
 
 /// A `Hello` speaking `protocol`, without clock or identity.
-pub fn hello(protocol: u32) -> Request {
-    Request::Hello {
+pub fn hello(protocol: u32) -> AgentRequest {
+    AgentRequest::Hello {
         protocol,
         host_time_ns: None,
         identity: None,

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use smolvm_protocol::{FileKind, FrameKind, Request, Response};
+use smolvm_protocol::{AgentRequest, FileKind, FrameKind, Response};
 
 use crate::client::{Call, Connection};
 use crate::error::{Error, Result, TransferRule};
@@ -193,7 +193,7 @@ impl SmolVm {
         self.conn(ACTION)
     }
 
-    fn simple(&self, request: &Request) -> Result<Response> {
+    fn simple(&self, request: &AgentRequest) -> Result<Response> {
         match self
             .files_conn()?
             .call(request, Some(std::time::Duration::from_secs(120)))?
@@ -255,7 +255,7 @@ impl SmolVm {
     /// What is at `guest_path` (symlinks not followed); `None` when nothing is.
     pub fn stat(&self, guest_path: &str) -> Result<Option<GuestFileInfo>> {
         guest_absolute(guest_path)?;
-        match self.simple(&Request::Stat {
+        match self.simple(&AgentRequest::Stat {
             path: guest_path.into(),
         })? {
             Response::FileInfo { kind, mode, size } => {
@@ -275,7 +275,7 @@ impl SmolVm {
     ) -> Result<()> {
         guest_absolute(guest_path)?;
         let conn = self.files_conn()?;
-        let call = conn.start_request(&Request::WriteFile {
+        let call = conn.start_request(&AgentRequest::WriteFile {
             path: guest_path.into(),
             mode,
             parents,
@@ -341,7 +341,7 @@ impl SmolVm {
     ) -> Result<u32> {
         guest_absolute(guest_path)?;
         let conn = self.files_conn()?;
-        let call = conn.start_request(&Request::ReadFile {
+        let call = conn.start_request(&AgentRequest::ReadFile {
             path: guest_path.into(),
         })?;
         let too_big = |verb: &str, n: u64| {
@@ -369,7 +369,7 @@ impl SmolVm {
                         .map_err(io_error(format!("writing {guest_path} locally")))?;
                 }
                 // The agent announces the file's size before its content (see
-                // `Request::ReadFile`): refuse at once what cannot fit, e.g. a sparse 1 TiB
+                // `AgentRequest::ReadFile`): refuse at once what cannot fit, e.g. a sparse 1 TiB
                 // file, instead of discovering it after writing the free space full.
                 FrameKind::Stderr => {
                     if let Ok(Response::FileInfo { size, .. }) =

@@ -6,7 +6,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use smolvm_protocol::{ErrorKind, FileKind, FrameKind, Request, Response, TreeEntry};
+use smolvm_protocol::{AgentRequest, ErrorKind, FileKind, FrameKind, Response, TreeEntry};
 
 use super::local::{self, Occupied, Staging};
 use super::plan::{self, Limits, Node};
@@ -73,7 +73,7 @@ impl SmolVm {
         deadline: Option<Instant>,
     ) -> Result<Vec<TreeEntry>> {
         guest_absolute(guest_dir)?;
-        let call = self.files_conn()?.start_request(&Request::ListTree {
+        let call = self.files_conn()?.start_request(&AgentRequest::ListTree {
             path: guest_dir.into(),
         })?;
         let mut entries: Vec<TreeEntry> = Vec::new();
@@ -299,7 +299,7 @@ impl SmolVm {
         }
         let items = walk_local(local)?;
         let root = guest_dir.trim_end_matches('/').to_string();
-        self.simple(&Request::MakeDir {
+        self.simple(&AgentRequest::MakeDir {
             path: if root.is_empty() {
                 "/".into()
             } else {
@@ -311,13 +311,13 @@ impl SmolVm {
             let guest = format!("{root}/{}", item.rel);
             match item.kind {
                 LocalKind::Symlink(target) => {
-                    self.simple(&Request::Symlink {
+                    self.simple(&AgentRequest::Symlink {
                         path: guest,
                         target,
                     })?;
                 }
                 LocalKind::Dir => {
-                    self.simple(&Request::MakeDir {
+                    self.simple(&AgentRequest::MakeDir {
                         path: guest,
                         mode: item.mode,
                     })?;

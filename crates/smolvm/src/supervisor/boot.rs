@@ -10,7 +10,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use smolvm_protocol::{AgentInfo, GuestIdentity, Request, Response, PROTOCOL_VERSION};
+use smolvm_protocol::{AgentInfo, AgentRequest, GuestIdentity, Response, PROTOCOL_VERSION};
 use smolvm_vmm::jail::Confinement;
 use smolvm_vmm::{Backend, LaunchOptions, MachineSpec, ParentThread, RootDevice};
 
@@ -225,7 +225,7 @@ fn handshake(
     qemu: &mut Child,
     identity: GuestIdentity,
 ) -> Result<AgentInfo, String> {
-    let replies = supervisor.router.request_internal(&Request::Hello {
+    let replies = supervisor.router.request_internal(&AgentRequest::Hello {
         protocol: PROTOCOL_VERSION,
         host_time_ns: Some(snapshot::host_time_ns()),
         identity: Some(identity),
@@ -263,7 +263,7 @@ fn handshake(
 
 /// Puts the configuration's environment variables in place before the VM is reported ready.
 fn inject_env(supervisor: &Supervisor, config: &ValidConfig) -> Result<(), String> {
-    let replies = supervisor.router.request_internal(&Request::EnvSet {
+    let replies = supervisor.router.request_internal(&AgentRequest::EnvSet {
         vars: config.env_vars.clone(),
         merge: true,
     })?;

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use smolvm_protocol::{AgentInfo, Request, Response};
+use smolvm_protocol::{AgentInfo, AgentRequest, Response};
 use smolvm_vmm::qemu::{find_qemu, QemuBackend};
 use smolvm_vmm::{Backend, Machine};
 
@@ -135,7 +135,7 @@ impl Supervisor {
         if let Some(path) = &self.persistent_env {
             save_env(self, path);
         }
-        let _ = self.router.request_internal(&Request::Shutdown);
+        let _ = self.router.request_internal(&AgentRequest::Shutdown);
     }
 }
 
@@ -277,7 +277,7 @@ fn watch_owner(supervisor: &Arc<Supervisor>) {
 /// Saves the guest's managed variables, so that a persistent sandbox whose root filesystem
 /// lives in RAM gets them back at its next start.
 fn save_env(supervisor: &Supervisor, path: &Path) {
-    let Ok(replies) = supervisor.router.request_internal(&Request::EnvList) else {
+    let Ok(replies) = supervisor.router.request_internal(&AgentRequest::EnvList) else {
         return;
     };
     match replies

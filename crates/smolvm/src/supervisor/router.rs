@@ -12,7 +12,9 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use smolvm_protocol::{read_frame, ErrorKind, Frame, FrameKind, Request, Response, OUTPUT_WINDOW};
+use smolvm_protocol::{
+    read_frame, AgentRequest, ErrorKind, Frame, FrameKind, Response, OUTPUT_WINDOW,
+};
 
 /// How far behind a client may fall before it is disconnected. Per-request windows bound a
 /// well-behaved VM's output to `OUTPUT_WINDOW` per request in flight, so only a client with
@@ -265,7 +267,7 @@ impl Router {
     }
 
     /// Sends a supervisor-originated request to the agent.
-    pub fn request_internal(&self, request: &Request) -> Result<Receiver<Frame>, String> {
+    pub fn request_internal(&self, request: &AgentRequest) -> Result<Receiver<Frame>, String> {
         let payload = serde_json::to_vec(request).map_err(|e| e.to_string())?;
         self.send_internal(FrameKind::Request, payload)
     }

@@ -5,7 +5,9 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use smolvm_protocol::{read_frame, write_frame, ExecRequest, Frame, FrameKind, Request, Response};
+use smolvm_protocol::{
+    read_frame, write_frame, AgentRequest, ExecRequest, Frame, FrameKind, Response,
+};
 use smolvm_protocol::{ErrorKind, OUTPUT_WINDOW};
 
 use super::{Client, Router};
@@ -38,7 +40,7 @@ fn client(id: u64) -> (Arc<Client>, BufReader<UnixStream>) {
 fn exec_frame(id: u64) -> Frame {
     Frame::request(
         id,
-        &Request::Exec(ExecRequest {
+        &AgentRequest::Exec(ExecRequest {
             command: "true".into(),
             ..ExecRequest::default()
         }),
@@ -261,7 +263,7 @@ fn a_guest_that_stops_reading_fails_requests_instead_of_hanging() {
 #[test]
 fn supervisor_requests_ignore_guest_data() {
     let (router, mut agent) = router();
-    let replies = router.request_internal(&Request::EnvList).unwrap();
+    let replies = router.request_internal(&AgentRequest::EnvList).unwrap();
     let id = agent_reads(&mut agent, FrameKind::Request).id;
     write_frame(
         &mut agent,

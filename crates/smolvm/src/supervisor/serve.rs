@@ -5,7 +5,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use smolvm_protocol::{read_frame, ErrorKind, FrameKind, Request, Response, PROTOCOL_VERSION};
+use smolvm_protocol::{
+    read_frame, AgentRequest, ErrorKind, FrameKind, Request, Response, SupervisorRequest,
+    PROTOCOL_VERSION,
+};
 
 use super::accept;
 use super::router::Client;
@@ -53,72 +56,77 @@ fn serve_client(supervisor: &Arc<Supervisor>, id: u64, stream: UnixStream) {
             }
         };
         tracing::debug!("client {id}: {}", request.log_summary());
-        match request {
-            Request::Hello { protocol, .. } => {
-                let response = if protocol != PROTOCOL_VERSION {
-                    Response::error(
-                        ErrorKind::InvalidRequest,
-                        format!("client speaks protocol {protocol}, supervisor speaks {PROTOCOL_VERSION}"),
-                    )
-                } else if let Some(reason) = supervisor.router.closed_reason() {
-                    // The VM just ended and this supervisor is on its way out.
-                    Response::error(ErrorKind::VmNotRunning, reason)
-                } else {
-                    match supervisor.agent.get() {
-                        Some(info) => Response::Hello(info.clone()),
-                        None => Response::error(ErrorKind::VmNotRunning, "the VM is still booting"),
-                    }
-                };
-                client.respond(frame.id, &response);
-            }
-            Request::Status => client.respond(frame.id, &status_of(supervisor)),
-            Request::Stop { grace_ms } => {
-                supervisor.begin_stop(Duration::from_millis(grace_ms));
-                client.respond(frame.id, &Response::Ok);
-            }
-            Request::Pause => client.respond(frame.id, &snapshot::pause(supervisor)),
-            Request::Resume => client.respond(frame.id, &snapshot::resume(supervisor)),
-            Request::Snapshot {
-                dir,
-                keep_paused,
-                meta,
-            } => {
-                let response = snapshot::snapshot(supervisor, &dir, keep_paused, meta);
-                client.respond(frame.id, &response);
-            }
-            Request::ChannelBench { rounds, size } => {
-                client.respond(frame.id, &channel_bench(supervisor, rounds, size));
-            }
-            Request::Shutdown => {
+        let response = match request {
+            Request::Supervisor(request) => answer(supervisor, request),
+            Request::Agent(AgentRequest::Hello { protocol, .. }) => hello(supervisor, protocol),
+            Request::Agent(AgentRequest::Shutdown) => {
                 // A bare guest shutdown would leave the supervisor thinking the VM crashed:
                 // route it through the stop path with a default grace.
                 supervisor.begin_stop(Duration::from_secs(5));
-                client.respond(frame.id, &Response::Ok);
+                Response::Ok
             }
-            Request::Exec(_)
-            | Request::EnvSet { .. }
-            | Request::EnvList
-            | Request::EnvUnset { .. }
-            | Request::WriteFile { .. }
-            | Request::ReadFile { .. }
-            | Request::Stat { .. }
-            | Request::MakeDir { .. }
-            | Request::Symlink { .. }
-            | Request::ListTree { .. } => {
-                if supervisor.stopping.load(Ordering::SeqCst) {
-                    let message = format!("VM {} is stopping", supervisor.vm_id);
-                    client.respond(frame.id, &Response::error(ErrorKind::VmNotRunning, message));
-                } else if supervisor.paused.load(Ordering::SeqCst) {
-                    let message = format!(
-                        "VM {} is paused; resume it first (`smolvm resume {}`)",
-                        supervisor.vm_id, supervisor.vm_id
-                    );
-                    client.respond(frame.id, &Response::error(ErrorKind::Paused, message));
-                } else {
+            Request::Agent(_) => match refusal(supervisor) {
+                Some(refused) => refused,
+                None => {
                     supervisor.router.forward(&client, frame);
+                    continue;
                 }
-            }
-        }
+            },
+        };
+        client.respond(frame.id, &response);
     }
     supervisor.router.client_gone(id);
+}
+
+/// Answers a supervisor request.
+fn answer(supervisor: &Arc<Supervisor>, request: SupervisorRequest) -> Response {
+    match request {
+        SupervisorRequest::Status => status_of(supervisor),
+        SupervisorRequest::Stop { grace_ms } => {
+            supervisor.begin_stop(Duration::from_millis(grace_ms));
+            Response::Ok
+        }
+        SupervisorRequest::Pause => snapshot::pause(supervisor),
+        SupervisorRequest::Resume => snapshot::resume(supervisor),
+        SupervisorRequest::Snapshot {
+            dir,
+            keep_paused,
+            meta,
+        } => snapshot::snapshot(supervisor, &dir, keep_paused, meta),
+        SupervisorRequest::ChannelBench { rounds, size } => channel_bench(supervisor, rounds, size),
+    }
+}
+
+/// Answers a client's handshake with the agent's (the agent's own was made at boot).
+fn hello(supervisor: &Supervisor, protocol: u32) -> Response {
+    if protocol != PROTOCOL_VERSION {
+        Response::error(
+            ErrorKind::InvalidRequest,
+            format!("client speaks protocol {protocol}, supervisor speaks {PROTOCOL_VERSION}"),
+        )
+    } else if let Some(reason) = supervisor.router.closed_reason() {
+        // The VM just ended and this supervisor is on its way out.
+        Response::error(ErrorKind::VmNotRunning, reason)
+    } else {
+        match supervisor.agent.get() {
+            Some(info) => Response::Hello(info.clone()),
+            None => Response::error(ErrorKind::VmNotRunning, "the VM is still booting"),
+        }
+    }
+}
+
+/// Why an agent request cannot go to the guest now, if it cannot.
+fn refusal(supervisor: &Supervisor) -> Option<Response> {
+    if supervisor.stopping.load(Ordering::SeqCst) {
+        let message = format!("VM {} is stopping", supervisor.vm_id);
+        Some(Response::error(ErrorKind::VmNotRunning, message))
+    } else if supervisor.paused.load(Ordering::SeqCst) {
+        let message = format!(
+            "VM {} is paused; resume it first (`smolvm resume {}`)",
+            supervisor.vm_id, supervisor.vm_id
+        );
+        Some(Response::error(ErrorKind::Paused, message))
+    } else {
+        None
+    }
 }

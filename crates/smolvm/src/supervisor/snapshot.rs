@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
-use smolvm_protocol::{ErrorKind, Request, Response, SnapshotStats};
+use smolvm_protocol::{AgentRequest, ErrorKind, Response, SnapshotStats};
 
 use super::Supervisor;
 use crate::image::RootFs;
@@ -57,7 +57,7 @@ impl Supervisor {
 
     /// Sends the host's time to the agent; waits briefly for it to be applied.
     fn sync_clock(&self) {
-        let hello = Request::Hello {
+        let hello = AgentRequest::Hello {
             protocol: smolvm_protocol::PROTOCOL_VERSION,
             host_time_ns: Some(host_time_ns()),
             identity: None,

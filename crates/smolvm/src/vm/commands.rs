@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use smolvm_protocol::{
-    validate_env_key, validate_env_set, validate_env_value, ErrorKind, ExecRequest, FrameKind,
-    Request, Response, TtySize,
+    validate_env_key, validate_env_set, validate_env_value, AgentRequest, ErrorKind, ExecRequest,
+    FrameKind, Response, TtySize,
 };
 
 use super::{SmolVm, VmState, CANCEL_POLL, TIMEOUT_SLACK};
@@ -139,7 +139,7 @@ impl SmolVm {
         }
     }
 
-    fn env_call(&self, request: &Request) -> Result<Response> {
+    fn env_call(&self, request: &AgentRequest) -> Result<Response> {
         let conn = self.conn("Cannot manage environment variables")?;
         conn.call(request, Some(Duration::from_secs(60)))
     }
@@ -161,7 +161,7 @@ impl SmolVm {
         // A merge only adds to the batch, so a batch over the budget is refused here without a
         // round trip; whether the merged set fits is the agent's check, which knows the set.
         validate_env_set(vars)?;
-        match self.env_call(&Request::EnvSet {
+        match self.env_call(&AgentRequest::EnvSet {
             vars: vars.clone(),
             merge,
         })? {
@@ -172,7 +172,7 @@ impl SmolVm {
 
     /// The managed environment variables (never system ones such as PATH).
     pub fn list_env_vars(&self) -> Result<BTreeMap<String, String>> {
-        match self.env_call(&Request::EnvList)? {
+        match self.env_call(&AgentRequest::EnvList)? {
             Response::EnvVars { vars } => Ok(vars),
             other => Err(self.unexpected(other)),
         }
@@ -181,7 +181,7 @@ impl SmolVm {
     /// Removes `keys`; returns the removed variables that existed, with their old values.
     pub fn unset_env_vars<S: AsRef<str>>(&self, keys: &[S]) -> Result<BTreeMap<String, String>> {
         let keys = keys.iter().map(|k| k.as_ref().to_string()).collect();
-        match self.env_call(&Request::EnvUnset { keys })? {
+        match self.env_call(&AgentRequest::EnvUnset { keys })? {
             Response::EnvVars { vars } => Ok(vars),
             other => Err(self.unexpected(other)),
         }
@@ -194,8 +194,8 @@ pub(crate) fn exec_request(
     options: &RunOptions,
     stdin: bool,
     tty: Option<TtySize>,
-) -> Request {
-    Request::Exec(ExecRequest {
+) -> AgentRequest {
+    AgentRequest::Exec(ExecRequest {
         command: command.to_string(),
         shell: options.shell,
         env: options.env.clone(),

@@ -13,7 +13,7 @@ use std::process::{Child, ChildStdin};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use smolvm_protocol::{Request, Response};
+use smolvm_protocol::{Response, SupervisorRequest};
 
 use crate::client::Connection;
 use crate::config::{ValidConfig, VmConfig};
@@ -494,7 +494,7 @@ impl SmolVm {
     pub fn channel_bench(&self, rounds: u32, size: u32) -> Result<Vec<u64>> {
         let conn = self.conn("Cannot benchmark")?;
         match conn.call(
-            &Request::ChannelBench { rounds, size },
+            &SupervisorRequest::ChannelBench { rounds, size },
             Some(Duration::from_secs(120)),
         )? {
             Response::ChannelBench { round_trips_ns } => Ok(round_trips_ns),
@@ -505,7 +505,7 @@ impl SmolVm {
     /// The pids of the VM's host processes (supervisor, QEMU), for resource measurements.
     pub fn host_pids(&self) -> Result<(u32, u32)> {
         let conn = self.conn_live("Cannot query")?;
-        match conn.call(&Request::Status, Some(Duration::from_secs(10)))? {
+        match conn.call(&SupervisorRequest::Status, Some(Duration::from_secs(10)))? {
             Response::Status(status) => Ok((status.supervisor_pid, status.qemu_pid)),
             other => Err(self.unexpected(other)),
         }
@@ -525,7 +525,7 @@ impl SmolVm {
         let Some(running) = running else {
             return Ok(());
         };
-        let stop = Request::Stop {
+        let stop = SupervisorRequest::Stop {
             grace_ms: STOP_GRACE.as_millis() as u64,
         };
         let _ = running.conn.call(&stop, Some(Duration::from_secs(10)));

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use smolvm_protocol::{Request, Response};
+use smolvm_protocol::{Response, SupervisorRequest};
 
 use super::{SmolVm, VmState};
 use crate::config::ValidConfig;
@@ -39,7 +39,7 @@ impl SmolVm {
     /// and file transfers are refused until [`SmolVm::resume`]. Pausing a paused VM does
     /// nothing.
     pub fn pause(&self) -> Result<()> {
-        self.supervisor_call("Cannot pause", &Request::Pause)?;
+        self.supervisor_call("Cannot pause", &SupervisorRequest::Pause)?;
         self.set_live_state(VmState::Paused);
         Ok(())
     }
@@ -47,7 +47,7 @@ impl SmolVm {
     /// Restarts a paused guest, its clock stepped to the host's time. Resuming a running VM
     /// does nothing.
     pub fn resume(&self) -> Result<()> {
-        self.supervisor_call("Cannot resume", &Request::Resume)?;
+        self.supervisor_call("Cannot resume", &SupervisorRequest::Resume)?;
         self.set_live_state(VmState::Running);
         Ok(())
     }
@@ -100,7 +100,7 @@ impl SmolVm {
             template_fingerprint,
             stats: None,
         };
-        let request = Request::Snapshot {
+        let request = SupervisorRequest::Snapshot {
             dir: dir.display().to_string(),
             keep_paused: options.keep_paused,
             meta: serde_json::to_value(&meta).expect("serialises"),
@@ -184,7 +184,7 @@ impl SmolVm {
         }
     }
 
-    fn supervisor_call(&self, action: &'static str, request: &Request) -> Result<()> {
+    fn supervisor_call(&self, action: &'static str, request: &SupervisorRequest) -> Result<()> {
         let conn = self.conn_live(action)?;
         match conn.call(request, Some(Duration::from_secs(60)))? {
             Response::Ok => Ok(()),

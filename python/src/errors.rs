@@ -10,7 +10,7 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyType};
-use smolvm::{Error, TransferRule};
+use smolvm::{Error, ErrorCode, Resource, TransferRule};
 use smolvm_protocol::ErrorKind;
 
 /// The exception classes raised by the extension, in `smolvm.exceptions`.
@@ -117,116 +117,140 @@ fn s(value: impl Into<String>) -> Detail {
     Detail::Str(value.into())
 }
 
-/// The exception for an SDK error.
-pub fn to_py(py: Python<'_>, err: Error) -> PyErr {
-    let message = err.to_string();
-    let (class, details): (Class, Vec<(&str, Detail)>) = match err {
-        Error::InvalidConfig { field, reason } => {
-            let class = if field == "vm_id" && reason.contains("already exists") {
-                Class::AlreadyExists
-            } else {
+impl Class {
+    /// The class of each SDK error code; `None` for a code this table misses (a test checks
+    /// that none is missed).
+    fn of_code(code: ErrorCode) -> Option<Class> {
+        use ErrorCode as C;
+        Some(match code {
+            C::InvalidInput | C::UnsafeTree | C::UnsafeUpload | C::DestinationNotEmpty => {
                 Class::Validation
-            };
-            (class, vec![("field", s(field))])
+            }
+            C::AlreadyExists => Class::AlreadyExists,
+            C::VmNotRunning => Class::NotRunning,
+            C::NotFound => Class::NotFound,
+            C::Timeout => Class::Timeout,
+            C::Cancelled => Class::Cancelled,
+            C::MissingFile | C::MissingProgram | C::UnsafeDataDir => Class::Host,
+            C::StartFailed => Class::Start,
+            C::GuestError => Class::Guest,
+            C::Disconnected | C::ProtocolError => Class::Connection,
+            C::IoError | C::BuildFailed | C::NoSpace | C::TooLarge => Class::Base,
+            _ => return None,
+        })
+    }
+
+    /// The class of `err`: its code's, narrowed by what it is about where the package has a
+    /// more specific class (a missing guest image, an unknown snapshot), or — as the package
+    /// has always raised them — a broader one (an unknown image, a taken snapshot id).
+    fn of(err: &Error) -> Class {
+        match err {
+            Error::NotFound {
+                what: "snapshot", ..
+            } => Class::SnapshotNotFound,
+            Error::NotFound {
+                what: "sandbox" | "sandbox configuration",
+                ..
+            } => Class::NotFound,
+            Error::NotFound { .. } => Class::Base,
+            Error::AlreadyExists {
+                what: Resource::Sandbox,
+                ..
+            } => Class::AlreadyExists,
+            Error::AlreadyExists { .. } => Class::Validation,
+            Error::MissingFile {
+                what: "guest kernel" | "guest image",
+                ..
+            } => Class::Image,
+            // A path the caller configured.
+            Error::MissingFile {
+                what: "kernel_path" | "rootfs_path",
+                ..
+            } => Class::Validation,
+            _ => Class::of_code(err.code()).unwrap_or(Class::Base),
         }
+    }
+}
+
+/// The facts an SDK error's message is made of, as the exception's `details`.
+fn details(err: &Error) -> Vec<(&'static str, Detail)> {
+    match err {
+        Error::InvalidConfig { field, .. } => vec![("field", s(*field))],
+        Error::AlreadyExists { what, .. } => vec![("field", s(what.field()))],
         Error::InvalidEnv(e) => {
             let mut details = vec![("field", s("env_vars"))];
             if let Some(key) = e.key() {
                 details.push(("key", s(key)));
             }
-            (Class::Validation, details)
+            details
         }
         Error::VmNotRunning {
             action,
             vm_id,
             state,
-        } => (
-            Class::NotRunning,
-            vec![
-                ("action", s(action)),
-                ("vm_id", s(vm_id)),
-                ("state", s(state)),
-            ],
-        ),
+        } => vec![
+            ("action", s(*action)),
+            ("vm_id", s(vm_id)),
+            ("state", s(state.as_str())),
+        ],
         Error::Timeout {
             command,
             timeout,
             vm_id,
-        } => (
-            Class::Timeout,
-            vec![
-                ("command", s(command)),
-                ("timeout_seconds", Detail::Float(timeout.as_secs_f64())),
-                ("vm_id", s(vm_id)),
-            ],
-        ),
-        Error::Cancelled { command, vm_id } => (
-            Class::Cancelled,
-            vec![("command", s(command)), ("vm_id", s(vm_id))],
-        ),
+        } => vec![
+            ("command", s(command)),
+            ("timeout_seconds", Detail::Float(timeout.as_secs_f64())),
+            ("vm_id", s(vm_id)),
+        ],
+        Error::Cancelled { command, vm_id } => {
+            vec![("command", s(command)), ("vm_id", s(vm_id))]
+        }
         Error::MissingFile { what, path, .. } => {
             let path = ("path", s(path.display().to_string()));
-            match what {
-                "kernel_path" | "rootfs_path" => {
-                    (Class::Validation, vec![("field", s(what)), path])
-                }
-                "guest kernel" | "guest image" => (Class::Image, vec![("what", s(what)), path]),
-                _ => (Class::Host, vec![("what", s(what)), path]),
+            match Class::of(err) {
+                Class::Validation => vec![("field", s(*what)), path],
+                _ => vec![("what", s(*what)), path],
             }
         }
         Error::NotFound {
             what: "snapshot",
             name,
             ..
-        } => (
-            Class::SnapshotNotFound,
-            vec![("what", s("snapshot")), ("snapshot_id", s(name))],
-        ),
-        Error::NotFound { what, name, .. } => {
-            let class = if what.starts_with("sandbox") {
-                Class::NotFound
-            } else {
-                Class::Base
-            };
-            (class, vec![("what", s(what)), ("vm_id", s(name))])
-        }
-        Error::MissingProgram { program, .. } => (Class::Host, vec![("program", s(program))]),
-        Error::UnsafeDataDir { path, .. } => {
-            (Class::Host, vec![("path", s(path.display().to_string()))])
-        }
-        Error::StartFailed { vm_id, .. } => (Class::Start, vec![("vm_id", s(vm_id))]),
+        } => vec![("what", s("snapshot")), ("snapshot_id", s(name))],
+        Error::NotFound { what, name, .. } => vec![("what", s(*what)), ("vm_id", s(name))],
+        Error::MissingProgram { program, .. } => vec![("program", s(*program))],
+        Error::UnsafeDataDir { path, .. } => vec![("path", s(path.display().to_string()))],
+        Error::StartFailed { vm_id, .. }
+        | Error::Disconnected { vm_id, .. }
+        | Error::Protocol { vm_id, .. } => vec![("vm_id", s(vm_id))],
         Error::Guest { vm_id, kind, .. } => {
-            let class = if kind == ErrorKind::Validation {
-                Class::Validation
-            } else {
-                Class::Guest
-            };
             let kind = serde_json::to_value(kind)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_string))
                 .unwrap_or_else(|| format!("{kind:?}"));
-            (class, vec![("vm_id", s(vm_id)), ("kind", s(kind))])
+            vec![("vm_id", s(vm_id)), ("kind", s(kind))]
         }
-        Error::Disconnected { vm_id, .. } | Error::Protocol { vm_id, .. } => {
-            (Class::Connection, vec![("vm_id", s(vm_id))])
-        }
-        Error::Io { .. } | Error::Build(_) => (Class::Base, Vec::new()),
-        Error::Transfer { rule, .. } => {
-            let (class, name) = match rule {
-                TransferRule::UnsafeTree => (Class::Validation, "unsafe_tree"),
-                TransferRule::UnsafeUpload => (Class::Validation, "unsafe_upload"),
-                TransferRule::DestinationNotEmpty => (Class::Validation, "destination_not_empty"),
-                TransferRule::TooLarge => (Class::Base, "too_large"),
-                TransferRule::NoSpace => (Class::Base, "no_space"),
-                TransferRule::Stalled => (Class::Timeout, "stalled"),
-            };
-            (class, vec![("rule", s(name))])
-        }
-        // Variants the SDK may add later are still SmolVMErrors.
-        #[allow(unreachable_patterns)]
-        _ => (Class::Base, Vec::new()),
-    };
-    raise(py, class, message, &details)
+        Error::Transfer { rule, .. } => vec![("rule", s(rule_name(*rule)))],
+        _ => Vec::new(),
+    }
+}
+
+/// The `rule` detail of a refused transfer.
+fn rule_name(rule: TransferRule) -> &'static str {
+    match rule {
+        TransferRule::UnsafeTree => "unsafe_tree",
+        TransferRule::UnsafeUpload => "unsafe_upload",
+        TransferRule::DestinationNotEmpty => "destination_not_empty",
+        TransferRule::TooLarge => "too_large",
+        TransferRule::NoSpace => "no_space",
+        TransferRule::Stalled => "stalled",
+    }
+}
+
+/// The exception for an SDK error: its class looked up by [`Error::code`] (see
+/// [`Class::of`]), with the message and its facts.
+pub fn to_py(py: Python<'_>, err: Error) -> PyErr {
+    raise(py, Class::of(&err), err.to_string(), &details(&err))
 }
 
 /// The exception for an SDK error of a file transfer between the host path `local` (if any)
@@ -267,5 +291,87 @@ pub fn file_to_py(py: Python<'_>, err: Error, local: Option<&Path>, guest: &str)
             raise(py, Class::FileNotFound, text, &details)
         }
         other => to_py(py, other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn every_code_has_a_class() {
+        for code in ErrorCode::ALL {
+            assert!(Class::of_code(*code).is_some(), "{code} has no class");
+        }
+    }
+
+    /// The class of errors whose code alone does not decide it, and of a few that it does.
+    #[test]
+    fn classes_are_as_the_package_has_always_raised_them() {
+        let not_found = |what| Error::NotFound {
+            what,
+            name: "x".into(),
+            hint: "h".into(),
+        };
+        let missing = |what| Error::MissingFile {
+            what,
+            path: "/x".into(),
+            hint: "h".into(),
+        };
+        let taken = |what| Error::AlreadyExists {
+            what,
+            name: "x".into(),
+            hint: "h".into(),
+        };
+        let cases = [
+            (not_found("sandbox"), Class::NotFound),
+            (not_found("sandbox configuration"), Class::NotFound),
+            (not_found("snapshot"), Class::SnapshotNotFound),
+            (not_found("image"), Class::Base),
+            (missing("guest kernel"), Class::Image),
+            (missing("guest image"), Class::Image),
+            (missing("rootfs_path"), Class::Validation),
+            (missing("smolvm-supervisor"), Class::Host),
+            (taken(Resource::Sandbox), Class::AlreadyExists),
+            (taken(Resource::Snapshot), Class::Validation),
+            (
+                Error::Guest {
+                    vm_id: "v".into(),
+                    kind: ErrorKind::Validation,
+                    message: "m".into(),
+                },
+                Class::Validation,
+            ),
+            (
+                Error::Transfer {
+                    what: "w".into(),
+                    rule: TransferRule::Stalled,
+                    reason: "r".into(),
+                    hint: "h".into(),
+                },
+                Class::Timeout,
+            ),
+            (
+                Error::Timeout {
+                    command: "c".into(),
+                    timeout: Duration::from_secs(1),
+                    vm_id: "v".into(),
+                },
+                Class::Timeout,
+            ),
+            (Error::Build("b".into()), Class::Base),
+        ];
+        for (err, class) in cases {
+            assert_eq!(Class::of(&err), class, "{err:?}");
+        }
+        let field = |err: &Error| match details(err).first() {
+            Some(("field", Detail::Str(f))) => f.clone(),
+            _ => String::new(),
+        };
+        assert_eq!(field(&taken(Resource::Sandbox)), "vm_id");
+        assert_eq!(field(&taken(Resource::Snapshot)), "snapshot_id");
+        assert_eq!(field(&missing("rootfs_path")), "rootfs_path");
     }
 }

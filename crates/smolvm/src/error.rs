@@ -1,9 +1,16 @@
-//! The SDK's error type.
+//! The SDK's error type, and its stable [`ErrorCode`]s.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use smolvm_protocol::{EnvValidationError, ErrorKind, ProtocolError};
+
+use crate::state::SandboxState;
+
+pub use crate::error_code::{ErrorCode, Resource};
+
+/// What [`Error::NoSpace`] says to do.
+const NO_SPACE_HINT: &str = "free some space or point SMOLVM_DATA_DIR at a larger disk";
 
 /// Everything that can go wrong in the SDK. Each message says what happened, to which sandbox,
 /// and what to do about it.
@@ -20,6 +27,17 @@ pub enum Error {
     /// An environment variable key or value was refused; nothing was changed.
     #[error(transparent)]
     InvalidEnv(#[from] EnvValidationError),
+    /// The name asked for is taken: a sandbox or a snapshot by that name exists; nothing was
+    /// changed. (Reported as invalid input of [`Resource::field`].)
+    #[error("invalid {}: a {what} named {name:?} already exists; {hint}", .what.field())]
+    AlreadyExists {
+        /// What kind of thing the name is taken by.
+        what: Resource,
+        /// The name asked for.
+        name: String,
+        /// What to do: pick another name, or remove the existing one.
+        hint: String,
+    },
     /// The operation needs a running VM.
     #[error("{action}: VM is {state} (VM {vm_id})")]
     VmNotRunning {
@@ -27,8 +45,8 @@ pub enum Error {
         action: &'static str,
         /// The VM's id.
         vm_id: String,
-        /// Its state (`created`, `stopped`, `deleted`, ...).
-        state: String,
+        /// Its state (`created`, `paused`, `stopped`, `deleted`, ...).
+        state: SandboxState,
     },
     /// A command ran past its timeout; its process group was killed.
     #[error("command {command:?} timed out after {timeout:?} in VM {vm_id}; it was killed")]
@@ -134,7 +152,7 @@ pub enum Error {
     /// Not enough free disk space; checked before anything is written.
     #[error(
         "not enough disk space for {what} in {dir}: {needed_mib} MiB needed, {available_mib} MiB \
-         available; free some space or point SMOLVM_DATA_DIR at a larger disk"
+         available; {NO_SPACE_HINT}"
     )]
     NoSpace {
         /// What needs the space, e.g. `image debian`.
@@ -197,6 +215,67 @@ impl Error {
             source,
         }
     }
+
+    /// The stable, machine-readable class of this error (the CLI's `--json` `code`, the
+    /// Python exception class, the process exit code are all looked up by it).
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::InvalidConfig { .. } | Error::InvalidEnv(_) => ErrorCode::InvalidInput,
+            Error::AlreadyExists { .. } => ErrorCode::AlreadyExists,
+            Error::VmNotRunning { .. } => ErrorCode::VmNotRunning,
+            Error::Timeout { .. } => ErrorCode::Timeout,
+            Error::Cancelled { .. } => ErrorCode::Cancelled,
+            Error::NotFound { .. } => ErrorCode::NotFound,
+            Error::MissingFile { .. } => ErrorCode::MissingFile,
+            Error::MissingProgram { .. } => ErrorCode::MissingProgram,
+            Error::StartFailed { .. } => ErrorCode::StartFailed,
+            // The guest refused the request's arguments: the caller's input, not the guest.
+            Error::Guest {
+                kind: ErrorKind::Validation,
+                ..
+            } => ErrorCode::InvalidInput,
+            Error::Guest { .. } => ErrorCode::GuestError,
+            Error::Disconnected { .. } => ErrorCode::Disconnected,
+            Error::Protocol { .. } => ErrorCode::ProtocolError,
+            Error::Io { .. } => ErrorCode::IoError,
+            Error::Build(_) | Error::ImageBuild { .. } => ErrorCode::BuildFailed,
+            Error::NoSpace { .. } => ErrorCode::NoSpace,
+            Error::UnsafeDataDir { .. } => ErrorCode::UnsafeDataDir,
+            Error::Transfer { rule, .. } => match rule {
+                TransferRule::UnsafeTree => ErrorCode::UnsafeTree,
+                TransferRule::UnsafeUpload => ErrorCode::UnsafeUpload,
+                TransferRule::DestinationNotEmpty => ErrorCode::DestinationNotEmpty,
+                TransferRule::TooLarge => ErrorCode::TooLarge,
+                TransferRule::NoSpace => ErrorCode::NoSpace,
+                TransferRule::Stalled => ErrorCode::Timeout,
+            },
+        }
+    }
+
+    /// What to do about it, when the error knows (it is also the end of the message).
+    pub fn hint(&self) -> Option<&str> {
+        match self {
+            Error::AlreadyExists { hint, .. }
+            | Error::NotFound { hint, .. }
+            | Error::MissingFile { hint, .. }
+            | Error::MissingProgram { hint, .. }
+            | Error::Transfer { hint, .. } => Some(hint),
+            Error::UnsafeDataDir { fix, .. } => Some(fix),
+            Error::NoSpace { .. } => Some(NO_SPACE_HINT),
+            Error::InvalidConfig { .. }
+            | Error::InvalidEnv(_)
+            | Error::VmNotRunning { .. }
+            | Error::Timeout { .. }
+            | Error::Cancelled { .. }
+            | Error::StartFailed { .. }
+            | Error::Guest { .. }
+            | Error::Disconnected { .. }
+            | Error::Protocol { .. }
+            | Error::Io { .. }
+            | Error::Build(_)
+            | Error::ImageBuild { .. } => None,
+        }
+    }
 }
 
 /// The SDK's result type.
@@ -217,3 +296,7 @@ impl From<smolvm_vmm::Error> for Error {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "error_tests.rs"]
+mod tests;

@@ -18,6 +18,7 @@ pub mod client;
 pub mod config;
 pub mod dirs;
 mod error;
+mod error_code;
 pub mod files;
 pub mod floor;
 pub mod image;
@@ -28,6 +29,7 @@ pub mod run;
 pub mod sandbox;
 pub mod setup;
 pub mod snapshot;
+pub mod state;
 pub mod store;
 pub mod supervisor;
 pub mod template;
@@ -35,10 +37,11 @@ pub mod vm;
 
 pub use config::{ValidConfig, VmConfig, DEFAULT_BOOT_ARGS};
 pub use dirs::DataDir;
-pub use error::{Error, Result, TransferRule};
+pub use error::{Error, ErrorCode, Resource, Result, TransferRule};
 pub use files::DownloadOptions;
 pub use run::{CancelToken, CommandResult, Output, RunOptions, Shell};
 /// The wire protocol (re-exported for error kinds and low-level clients).
 pub use smolvm_protocol as protocol;
 pub use snapshot::SnapshotMeta;
+pub use state::SandboxState;
 pub use vm::{RestoreOptions, SmolVm, SnapshotOptions, VmState};

@@ -10,6 +10,7 @@ use smolvm_sys::process::{cmdline_contains, pid_alive, read_pid};
 use crate::dirs::DataDir;
 use crate::error::{Error, Result};
 use crate::paths::VmPaths;
+use crate::state::SandboxState;
 use crate::store::{Record, Store};
 use crate::supervisor::ExitRecord;
 
@@ -20,7 +21,7 @@ pub struct SandboxInfo {
     #[serde(flatten)]
     pub record: Record,
     /// `running`, `paused`, `stopped`, `crashed` or `failed`.
-    pub state: String,
+    pub state: SandboxState,
     /// Why it is not running, when known.
     pub reason: Option<String>,
     /// The supervisor's pid while running.
@@ -38,7 +39,7 @@ pub fn inspect(data: &DataDir, record: Record) -> SandboxInfo {
     let paths = VmPaths::new(data.vm_dir(&record.name));
     let mut info = SandboxInfo {
         record,
-        state: "stopped".into(),
+        state: SandboxState::Stopped,
         reason: None,
         supervisor_pid: None,
         qemu_pid: None,
@@ -48,11 +49,10 @@ pub fn inspect(data: &DataDir, record: Record) -> SandboxInfo {
     if let Some(pid) = read_pid(&paths.supervisor_pid()) {
         if pid_alive(pid) {
             info.state = if paths.paused_marker().exists() {
-                "paused"
+                SandboxState::Paused
             } else {
-                "running"
-            }
-            .into();
+                SandboxState::Running
+            };
             info.supervisor_pid = Some(pid);
             info.qemu_pid = read_pid(&paths.qemu_pid()).filter(|p| pid_alive(*p));
             info.confinement = info
@@ -65,24 +65,32 @@ pub fn inspect(data: &DataDir, record: Record) -> SandboxInfo {
                 .map(|d| d.as_secs());
             return info;
         }
-        info.state = "crashed".into();
+        info.state = SandboxState::Crashed;
         info.reason = Some(format!(
             "its supervisor (pid {pid}) died; `smolvm rm {}` cleans it up",
             info.record.name
         ));
         return info;
     }
-    let exit: Option<ExitRecord> = std::fs::read(paths.exit_record())
+    let exit = std::fs::read(paths.exit_record())
         .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
-    if let Some(exit) = exit {
-        info.state = exit.state;
-        info.reason = Some(exit.reason);
+        .and_then(|b| read_exit_record(&b));
+    if let Some((state, reason)) = exit {
+        info.state = state;
+        info.reason = Some(reason);
     } else if !paths.dir().exists() {
-        info.state = "crashed".into();
+        info.state = SandboxState::Crashed;
         info.reason = Some("its files are gone".into());
     }
     info
+}
+
+/// The state and reason of the supervisor's `exit.json` (`stopped`, `crashed` or `failed`);
+/// `None` when it is malformed. A state this version does not know reads as `crashed`.
+fn read_exit_record(bytes: &[u8]) -> Option<(SandboxState, String)> {
+    let exit: ExitRecord = serde_json::from_slice(bytes).ok()?;
+    let state = exit.state.parse().unwrap_or(SandboxState::Crashed);
+    Some((state, exit.reason))
 }
 
 /// Every sandbox with its live state. Ephemeral sandboxes whose owner cleaned up are dropped
@@ -135,4 +143,21 @@ pub fn purge(data: &DataDir, info: &SandboxInfo) -> Result<()> {
         Err(e) => return Err(Error::io(format!("removing {}", paths.dir().display()), e)),
     }
     Store::open(data)?.remove(&info.record.id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_records_read_back_with_their_states() {
+        for state in ["stopped", "crashed", "failed"] {
+            let written = format!(r#"{{"state":"{state}","reason":"why","at_unix":1}}"#);
+            let (read, reason) = read_exit_record(written.as_bytes()).unwrap();
+            assert_eq!((read.as_str(), reason.as_str()), (state, "why"));
+        }
+        let odd = br#"{"state":"melted","reason":"?","at_unix":1}"#;
+        assert_eq!(read_exit_record(odd).unwrap().0, SandboxState::Crashed);
+        assert!(read_exit_record(b"{").is_none());
+    }
 }

@@ -13,7 +13,7 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 use serde::Serialize;
 
 use crate::dirs::DataDir;
-use crate::error::{Error, Result};
+use crate::error::{Error, Resource, Result};
 
 /// One registered sandbox.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -86,7 +86,7 @@ impl Store {
         Ok(Self { db })
     }
 
-    /// Registers `record`; fails with a clear error when its name is taken.
+    /// Registers `record`; fails with [`Error::AlreadyExists`] when its name is taken.
     pub fn insert(&self, record: &Record) -> Result<()> {
         let inserted = self.db.execute(
             "INSERT INTO sandboxes (id, name, image, memory_mib, cpus, persistent, created_at)
@@ -103,12 +103,15 @@ impl Store {
         );
         match inserted {
             Ok(_) => Ok(()),
-            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == ErrorCode::ConstraintViolation => {
-                Err(Error::InvalidConfig {
-                    field: "name",
-                    reason: format!(
-                        "a sandbox named {:?} already exists; choose another name or remove it with `smolvm rm {}`",
-                        record.name, record.name
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == ErrorCode::ConstraintViolation =>
+            {
+                Err(Error::AlreadyExists {
+                    what: Resource::Sandbox,
+                    name: record.name.clone(),
+                    hint: format!(
+                        "choose another name or remove it with `smolvm rm {}`",
+                        record.name
                     ),
                 })
             }
@@ -212,13 +215,15 @@ mod tests {
     fn names_are_unique_and_found_by_name_or_id() {
         let (store, dir) = temp_store("unique");
         store.insert(&record("vm-1", "web")).unwrap();
-        let err = store
-            .insert(&record("vm-2", "web"))
-            .unwrap_err()
-            .to_string();
+        let err = store.insert(&record("vm-2", "web")).unwrap_err();
         assert!(
-            err.contains("already exists") && err.contains("smolvm rm web"),
-            "{err}"
+            matches!(&err, Error::AlreadyExists { what: Resource::Sandbox, name, .. } if name == "web"),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "invalid vm_id: a sandbox named \"web\" already exists; choose another name or \
+             remove it with `smolvm rm web`"
         );
         assert_eq!(store.find("web").unwrap().unwrap().id, "vm-1");
         assert_eq!(store.find("vm-1").unwrap().unwrap().name, "web");

@@ -127,7 +127,7 @@ fn a_supervisor_killed_mid_snapshot_lists_no_partial_snapshot() {
     }));
     let state = smolvm::sandbox::find(&data, vm.vm_id()).map(|s| s.state);
     assert!(
-        matches!(state.as_deref(), Ok("crashed") | Err(_)),
+        matches!(state, Ok(smolvm::SandboxState::Crashed) | Err(_)),
         "{state:?}"
     );
 }

@@ -7,7 +7,7 @@ use smolvm::sandbox;
 use smolvm::DataDir;
 
 use crate::cli::{ImageBuildArgs, ImageCommand};
-use crate::output::{print_json, Failure};
+use crate::output::{print_json, Code, Failure};
 use crate::progress::Spinner;
 
 /// An image as `ls` and `inspect` show it.
@@ -211,8 +211,7 @@ fn rm(name: &str, force: bool, json: bool) -> Result<i32> {
     let users = view(&data, meta, &sandboxes(&data)).sandboxes;
     if !users.is_empty() && !force {
         bail!(Failure {
-            code: "image_in_use",
-            exit: 1,
+            code: Code::ImageInUse,
             message: format!(
                 "image {name} is used by sandbox(es) {}; remove them first or pass --force",
                 users.join(", ")

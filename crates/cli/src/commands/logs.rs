@@ -186,9 +186,7 @@ pub fn logs(args: LogsArgs, json: bool) -> Result<i32> {
             follower.poll(&mut out)?;
         }
         out.flush()?;
-        if sandbox::find(&data, &info.record.name)
-            .map_or(true, |s| !super::sandbox::is_live(&s.state))
-        {
+        if sandbox::find(&data, &info.record.name).map_or(true, |s| !s.state.is_live()) {
             return Ok(0);
         }
     }

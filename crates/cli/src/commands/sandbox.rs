@@ -3,18 +3,13 @@
 use anyhow::{bail, Result};
 use smolvm::sandbox::{self, SandboxInfo};
 use smolvm::store::generate_name;
-use smolvm::{DataDir, SmolVm, VmConfig};
+use smolvm::{DataDir, Resource, SandboxState, SmolVm, VmConfig};
 
 use crate::cli::{CreateArgs, LsArgs, NameArg, RmArgs};
-use crate::output::{print_json, Failure};
+use crate::output::{print_json, Code, Failure};
 
 /// How often a generated name may collide before giving up.
 const NAME_ATTEMPTS: usize = 5;
-
-/// Whether a sandbox in `state` has a live VM (running, or paused with its memory kept).
-pub fn is_live(state: &str) -> bool {
-    matches!(state, "running" | "paused")
-}
 
 /// Calls `make` with `name`, or with generated names until one is free: a generated name may
 /// collide with another sandbox made at the same moment.
@@ -25,9 +20,10 @@ pub fn with_name<T>(
     let mut attempt = 0;
     loop {
         match make(name.map_or_else(generate_name, str::to_string)) {
-            Err(smolvm::Error::InvalidConfig { field: "vm_id", .. })
-                if name.is_none() && attempt < NAME_ATTEMPTS =>
-            {
+            Err(smolvm::Error::AlreadyExists {
+                what: Resource::Sandbox,
+                ..
+            }) if name.is_none() && attempt < NAME_ATTEMPTS => {
                 attempt += 1;
             }
             other => return other,
@@ -53,7 +49,7 @@ pub fn create(args: CreateArgs, json: bool) -> Result<i32> {
         Ok(vm)
     })?;
     if json {
-        print_json(&serde_json::json!({ "name": vm.vm_id(), "state": "running" }));
+        print_json(&serde_json::json!({ "name": vm.vm_id(), "state": SandboxState::Running }));
     } else {
         println!("{}", vm.vm_id());
     }
@@ -73,7 +69,7 @@ pub fn ls(args: LsArgs, json: bool) -> Result<i32> {
     let data = DataDir::from_env();
     let sandboxes: Vec<SandboxInfo> = sandbox::list(&data)?
         .into_iter()
-        .filter(|s| args.all || is_live(&s.state))
+        .filter(|s| args.all || s.state.is_live())
         .collect();
     if json {
         print_json(&sandboxes);
@@ -133,7 +129,7 @@ pub fn info(args: NameArg, json: bool) -> Result<i32> {
 }
 
 /// Reports a sandbox's new state: `{name, state}` with `json`, else `text`.
-pub fn say(json: bool, name: &str, state: &str, text: String) {
+pub fn say(json: bool, name: &str, state: SandboxState, text: String) {
     if json {
         print_json(&serde_json::json!({ "name": name, "state": state }));
     } else {
@@ -143,39 +139,35 @@ pub fn say(json: bool, name: &str, state: &str, text: String) {
 
 pub fn start(args: NameArg, json: bool) -> Result<i32> {
     let vm = SmolVm::attach(&args.name)?;
-    if vm.status() == smolvm::VmState::Paused {
+    if vm.status() == SandboxState::Paused {
         let name = vm.vm_id();
         bail!(Failure {
-            code: "sandbox_paused",
-            exit: 4,
+            code: Code::SandboxPaused,
             message: format!("sandbox {name} is paused; resume it to let it run again"),
             hint: Some(format!("smolvm resume {name}")),
         });
     }
-    let was_running = vm.status() == smolvm::VmState::Running;
+    let was_running = vm.status() == SandboxState::Running;
     vm.start()?;
     let text = if was_running {
         format!("{} is already running", vm.vm_id())
     } else {
         format!("{} started", vm.vm_id())
     };
-    say(json, vm.vm_id(), "running", text);
+    say(json, vm.vm_id(), SandboxState::Running, text);
     Ok(0)
 }
 
 pub fn stop(args: NameArg, json: bool) -> Result<i32> {
     let vm = SmolVm::attach(&args.name)?;
-    let was_running = matches!(
-        vm.status(),
-        smolvm::VmState::Running | smolvm::VmState::Paused
-    );
+    let was_running = vm.status().is_live();
     vm.stop()?;
     let text = if was_running {
         format!("{} stopped", vm.vm_id())
     } else {
         format!("{} is not running", vm.vm_id())
     };
-    say(json, vm.vm_id(), "stopped", text);
+    say(json, vm.vm_id(), SandboxState::Stopped, text);
     Ok(0)
 }
 
@@ -186,7 +178,7 @@ pub fn restart(args: NameArg, json: bool) -> Result<i32> {
     say(
         json,
         vm.vm_id(),
-        "running",
+        SandboxState::Running,
         format!("{} restarted", vm.vm_id()),
     );
     Ok(0)
@@ -205,11 +197,10 @@ pub fn rm(args: RmArgs, json: bool) -> Result<i32> {
             .collect::<smolvm::Result<_>>()?
     };
     if !args.force {
-        if let Some(live) = targets.iter().find(|s| is_live(&s.state)) {
+        if let Some(live) = targets.iter().find(|s| s.state.is_live()) {
             let (name, state) = (&live.record.name, &live.state);
             bail!(Failure {
-                code: "sandbox_running",
-                exit: 4,
+                code: Code::SandboxRunning,
                 message: format!(
                     "sandbox {name} is {state}; stop it first or remove it with --force"
                 ),
@@ -219,7 +210,7 @@ pub fn rm(args: RmArgs, json: bool) -> Result<i32> {
     }
     let mut removed = Vec::new();
     for target in targets {
-        if is_live(&target.state) {
+        if target.state.is_live() {
             SmolVm::attach_in(data.clone(), &target.record.name)?.delete()?;
         } else {
             sandbox::purge(&data, &target)?;
@@ -241,9 +232,10 @@ mod tests {
     use super::*;
 
     fn taken() -> smolvm::Error {
-        smolvm::Error::InvalidConfig {
-            field: "vm_id",
-            reason: "taken".into(),
+        smolvm::Error::AlreadyExists {
+            what: Resource::Sandbox,
+            name: "taken".into(),
+            hint: "choose another name".into(),
         }
     }
 
@@ -280,7 +272,8 @@ mod tests {
 
     #[test]
     fn paused_sandboxes_are_live() {
-        assert!(is_live("running") && is_live("paused"));
-        assert!(!is_live("stopped") && !is_live("crashed") && !is_live("failed"));
+        use SandboxState::*;
+        assert!(Running.is_live() && Paused.is_live());
+        assert!(!Stopped.is_live() && !Crashed.is_live() && !Failed.is_live());
     }
 }

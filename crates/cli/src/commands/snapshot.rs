@@ -3,7 +3,7 @@
 use anyhow::Result;
 use serde::Serialize;
 use smolvm::snapshot::{self, validate_snapshot_id};
-use smolvm::{DataDir, RestoreOptions, SmolVm, SnapshotMeta, SnapshotOptions, VmState};
+use smolvm::{DataDir, RestoreOptions, SandboxState, SmolVm, SnapshotMeta, SnapshotOptions};
 
 use super::sandbox::{say, with_name};
 use crate::cli::{NameArg, SnapshotCommand};
@@ -11,14 +11,7 @@ use crate::output::print_json;
 
 /// `smolvm pause NAME`: a paused sandbox keeps its memory; pausing it again does nothing.
 pub fn pause(args: NameArg, json: bool) -> Result<i32> {
-    switch(
-        &args,
-        json,
-        VmState::Paused,
-        SmolVm::pause,
-        "paused",
-        "paused",
-    )
+    switch(&args, json, SandboxState::Paused, SmolVm::pause, "paused")
 }
 
 /// `smolvm resume NAME`: resuming a running sandbox does nothing.
@@ -26,10 +19,9 @@ pub fn resume(args: NameArg, json: bool) -> Result<i32> {
     switch(
         &args,
         json,
-        VmState::Running,
+        SandboxState::Running,
         SmolVm::resume,
         "resumed",
-        "running",
     )
 }
 
@@ -37,20 +29,19 @@ pub fn resume(args: NameArg, json: bool) -> Result<i32> {
 fn switch(
     args: &NameArg,
     json: bool,
-    target: VmState,
+    target: SandboxState,
     act: fn(&SmolVm) -> smolvm::Result<()>,
     done: &str,
-    state: &str,
 ) -> Result<i32> {
     let vm = SmolVm::attach(&args.name)?;
     let already = vm.status() == target;
     act(&vm)?;
     let text = if already {
-        format!("{} is already {state}", vm.vm_id())
+        format!("{} is already {target}", vm.vm_id())
     } else {
         format!("{} {done}", vm.vm_id())
     };
-    say(json, vm.vm_id(), state, text);
+    say(json, vm.vm_id(), target, text);
     Ok(0)
 }
 
@@ -84,7 +75,7 @@ fn create(name: &str, id: Option<String>, keep_paused: bool, json: bool) -> Resu
     }
     let vm = SmolVm::attach(name)?;
     // A paused sandbox stays paused whatever `keep_paused` says.
-    let stays_paused = keep_paused || vm.status() == VmState::Paused;
+    let stays_paused = keep_paused || vm.status() == SandboxState::Paused;
     let meta = vm.snapshot(&SnapshotOptions { id, keep_paused })?;
     if json {
         print_json(&meta);
@@ -205,7 +196,7 @@ fn restore(id: &str, name: Option<String>, json: bool) -> Result<i32> {
     if json {
         print_json(&serde_json::json!({
             "name": vm.vm_id(),
-            "state": "running",
+            "state": SandboxState::Running,
             "snapshot": id,
         }));
     } else {

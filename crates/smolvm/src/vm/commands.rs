@@ -8,7 +8,7 @@ use smolvm_protocol::{
     FrameKind, Response, TtySize,
 };
 
-use super::{SmolVm, VmState, CANCEL_POLL, TIMEOUT_SLACK};
+use super::{SandboxState, SmolVm, CANCEL_POLL, TIMEOUT_SLACK};
 use crate::error::{Error, Result};
 use crate::run::{CappedBuffer, CommandResult, Output, RunOptions};
 
@@ -118,7 +118,10 @@ impl SmolVm {
             Response::Error {
                 kind: ErrorKind::Paused,
                 ..
-            } => self.not_running("Cannot reach the guest (resume it first)", VmState::Paused),
+            } => self.not_running(
+                "Cannot reach the guest (resume it first)",
+                SandboxState::Paused,
+            ),
             Response::Error {
                 kind: ErrorKind::VmNotRunning,
                 message,

@@ -21,6 +21,7 @@ use crate::dirs::DataDir;
 use crate::error::{Error, Result};
 use crate::launch::{self, Launcher};
 use crate::paths::VmPaths;
+use crate::state::SandboxState;
 use crate::store::{Record, Store};
 use crate::supervisor::LaunchSpec;
 
@@ -33,39 +34,9 @@ pub(crate) const CANCEL_POLL: Duration = Duration::from_millis(50);
 /// Extra host-side wait beyond a command's own timeout, for the guest to report it.
 pub(crate) const TIMEOUT_SLACK: Duration = Duration::from_secs(30);
 
-/// Where a VM is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VmState {
-    /// Configured, not started.
-    Created,
-    /// Booted and answering.
-    Running,
-    /// Booted, with its vCPUs stopped by [`SmolVm::pause`]; memory is kept.
-    Paused,
-    /// Stopped; can be deleted.
-    Stopped,
-    /// Deleted; nothing of it remains.
-    Deleted,
-}
-
-impl VmState {
-    /// Lowercase name, as the reference API reports `status`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            VmState::Created => "created",
-            VmState::Running => "running",
-            VmState::Paused => "paused",
-            VmState::Stopped => "stopped",
-            VmState::Deleted => "deleted",
-        }
-    }
-}
-
-impl std::fmt::Display for VmState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// Where a VM is in its life: the older name of [`SandboxState`], kept so that existing
+/// code compiles. A handle reports `Created`, `Running`, `Paused`, `Stopped` or `Deleted`.
+pub type VmState = SandboxState;
 
 /// The supervisor process of a running VM.
 enum SupervisorProcess {
@@ -85,7 +56,7 @@ struct Running {
 }
 
 struct Inner {
-    state: VmState,
+    state: SandboxState,
     running: Option<Running>,
 }
 
@@ -157,7 +128,7 @@ impl SmolVm {
             restore_from: None,
             template_used: Mutex::new(None),
             inner: Mutex::new(Inner {
-                state: VmState::Created,
+                state: SandboxState::Created,
                 running: None,
             }),
         })
@@ -195,16 +166,11 @@ impl SmolVm {
             restore_from: None,
             template_used: Mutex::new(None),
             inner: Mutex::new(Inner {
-                state: VmState::Stopped,
+                state: SandboxState::Stopped,
                 running: None,
             }),
         };
-        let live = match info.state.as_str() {
-            "running" => Some(VmState::Running),
-            "paused" => Some(VmState::Paused),
-            _ => None,
-        };
-        if let (Some(pid), Some(live)) = (info.supervisor_pid, live) {
+        if let Some(pid) = info.supervisor_pid.filter(|_| info.state.is_live()) {
             // A supervisor whose VM has just ended refuses the handshake: the sandbox is then
             // simply not running (and `start()` boots it again).
             if let Ok(conn) = Connection::connect(&vm.paths.api_socket(), &vm.config.vm_id) {
@@ -213,7 +179,7 @@ impl SmolVm {
                     conn,
                     supervisor: SupervisorProcess::Detached(pid),
                 });
-                inner.state = live;
+                inner.state = info.state;
             }
         }
         Ok(vm)
@@ -259,7 +225,7 @@ impl SmolVm {
     }
 
     /// The current state.
-    pub fn status(&self) -> VmState {
+    pub fn status(&self) -> SandboxState {
         self.lock().state
     }
 
@@ -272,12 +238,17 @@ impl SmolVm {
     pub fn start(&self) -> Result<()> {
         let mut inner = self.lock();
         match inner.state {
-            VmState::Running | VmState::Paused => return Ok(()),
-            VmState::Deleted => return Err(self.not_running("Cannot start", VmState::Deleted)),
-            VmState::Created | VmState::Stopped => {}
+            SandboxState::Running | SandboxState::Paused => return Ok(()),
+            SandboxState::Deleted => {
+                return Err(self.not_running("Cannot start", SandboxState::Deleted))
+            }
+            SandboxState::Created
+            | SandboxState::Stopped
+            | SandboxState::Crashed
+            | SandboxState::Failed => {}
         }
         let restart =
-            self.persistent && inner.state == VmState::Stopped && self.paths.spec().is_file();
+            self.persistent && inner.state == SandboxState::Stopped && self.paths.spec().is_file();
         if restart {
             // Two supervisors on one disk would corrupt it: wait for the last one to be gone.
             if let Some(pid) = smolvm_sys::process::read_pid(&self.paths.supervisor_pid())
@@ -331,7 +302,7 @@ impl SmolVm {
             owner_pipe: started.owner_pipe,
         };
         inner.running = Some(Running { conn, supervisor });
-        inner.state = VmState::Running;
+        inner.state = SandboxState::Running;
         Ok(())
     }
 
@@ -348,15 +319,7 @@ impl SmolVm {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
         };
-        Store::open(&self.data)?
-            .insert(&record)
-            .map_err(|e| match e {
-                Error::InvalidConfig { reason, .. } => Error::InvalidConfig {
-                    field: "vm_id",
-                    reason,
-                },
-                other => other,
-            })?;
+        Store::open(&self.data)?.insert(&record)?;
         let dir = self.paths.dir();
         // The name was free in the registry, so anything left here is debris of a crash.
         let _ = std::fs::remove_dir_all(dir);
@@ -453,11 +416,11 @@ impl SmolVm {
             .clone()
     }
 
-    fn not_running(&self, action: &'static str, state: VmState) -> Error {
+    fn not_running(&self, action: &'static str, state: SandboxState) -> Error {
         Error::VmNotRunning {
             action,
             vm_id: self.config.vm_id.clone(),
-            state: state.to_string(),
+            state,
         }
     }
 
@@ -465,7 +428,7 @@ impl SmolVm {
     pub(crate) fn conn(&self, action: &'static str) -> Result<Arc<Connection>> {
         let inner = self.lock();
         match &inner.running {
-            Some(running) if inner.state == VmState::Running => Ok(Arc::clone(&running.conn)),
+            Some(running) if inner.state == SandboxState::Running => Ok(Arc::clone(&running.conn)),
             _ => Err(self.not_running(action, inner.state)),
         }
     }
@@ -474,15 +437,13 @@ impl SmolVm {
     pub(crate) fn conn_live(&self, action: &'static str) -> Result<Arc<Connection>> {
         let inner = self.lock();
         match &inner.running {
-            Some(running) if matches!(inner.state, VmState::Running | VmState::Paused) => {
-                Ok(Arc::clone(&running.conn))
-            }
+            Some(running) if inner.state.is_live() => Ok(Arc::clone(&running.conn)),
             _ => Err(self.not_running(action, inner.state)),
         }
     }
 
     /// Records a state change made through the supervisor (pause, resume).
-    pub(crate) fn set_live_state(&self, state: VmState) {
+    pub(crate) fn set_live_state(&self, state: SandboxState) {
         let mut inner = self.lock();
         if inner.running.is_some() {
             inner.state = state;
@@ -516,10 +477,10 @@ impl SmolVm {
     pub fn stop(&self) -> Result<()> {
         let running = {
             let mut inner = self.lock();
-            if !matches!(inner.state, VmState::Running | VmState::Paused) {
+            if !inner.state.is_live() {
                 return Ok(());
             }
-            inner.state = VmState::Stopped;
+            inner.state = SandboxState::Stopped;
             inner.running.take()
         };
         let Some(running) = running else {
@@ -569,11 +530,11 @@ impl SmolVm {
     pub fn delete(&self) -> Result<()> {
         self.stop()?;
         let mut inner = self.lock();
-        if inner.state == VmState::Deleted {
+        if inner.state == SandboxState::Deleted {
             return Ok(());
         }
         // A VM that never started owns no directory (another VM may use the same name).
-        if inner.state == VmState::Stopped {
+        if inner.state == SandboxState::Stopped {
             match std::fs::remove_dir_all(self.paths.dir()) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -586,7 +547,7 @@ impl SmolVm {
             }
             Store::open(&self.data)?.remove(&self.config.vm_id)?;
         }
-        inner.state = VmState::Deleted;
+        inner.state = SandboxState::Deleted;
         Ok(())
     }
 }

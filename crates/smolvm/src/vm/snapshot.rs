@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use smolvm_protocol::{Response, SupervisorRequest};
 
-use super::{SmolVm, VmState};
+use super::{SandboxState, SmolVm};
 use crate::config::ValidConfig;
 use crate::dirs::DataDir;
-use crate::error::{Error, Result};
+use crate::error::{Error, Resource, Result};
 use crate::snapshot::{self, Compat, SnapshotMeta};
 
 /// How long a snapshot may take before the SDK stops waiting (the supervisor carries on and
@@ -40,7 +40,7 @@ impl SmolVm {
     /// nothing.
     pub fn pause(&self) -> Result<()> {
         self.supervisor_call("Cannot pause", &SupervisorRequest::Pause)?;
-        self.set_live_state(VmState::Paused);
+        self.set_live_state(SandboxState::Paused);
         Ok(())
     }
 
@@ -48,7 +48,7 @@ impl SmolVm {
     /// does nothing.
     pub fn resume(&self) -> Result<()> {
         self.supervisor_call("Cannot resume", &SupervisorRequest::Resume)?;
-        self.set_live_state(VmState::Running);
+        self.set_live_state(SandboxState::Running);
         Ok(())
     }
 
@@ -65,12 +65,10 @@ impl SmolVm {
         };
         let dir = snapshot::snapshot_dir(&self.data, &id);
         if dir.exists() {
-            return Err(Error::InvalidConfig {
-                field: "snapshot_id",
-                reason: format!(
-                    "a snapshot named {id:?} already exists; pick another id or remove it with \
-                     `smolvm snapshot rm {id}`"
-                ),
+            return Err(Error::AlreadyExists {
+                what: Resource::Snapshot,
+                hint: format!("pick another id or remove it with `smolvm snapshot rm {id}`"),
+                name: id,
             });
         }
         let parent = self.data.snapshots_dir();
@@ -109,7 +107,7 @@ impl SmolVm {
         match conn.call(&request, Some(SNAPSHOT_TIMEOUT))? {
             Response::Snapshot(stats) => {
                 if options.keep_paused {
-                    self.set_live_state(VmState::Paused);
+                    self.set_live_state(SandboxState::Paused);
                 }
                 meta.stats = Some(stats);
                 Ok(meta)

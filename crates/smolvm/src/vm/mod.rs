@@ -3,6 +3,7 @@
 
 mod commands;
 mod snapshot;
+mod start;
 
 pub(crate) use commands::{exec_request, validate_run};
 
@@ -11,7 +12,7 @@ pub use snapshot::{RestoreOptions, SnapshotOptions};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use smolvm_protocol::{Response, SupervisorRequest};
 
@@ -19,10 +20,10 @@ use crate::client::Connection;
 use crate::config::{ValidConfig, VmConfig};
 use crate::dirs::DataDir;
 use crate::error::{Error, Result};
-use crate::launch::{self, Launcher};
+use crate::launch::Launcher;
 use crate::paths::VmPaths;
 use crate::state::SandboxState;
-use crate::store::{Record, Store};
+use crate::store::Store;
 use crate::supervisor::LaunchSpec;
 
 /// How long `stop()` waits for a clean guest shutdown before QEMU is killed.
@@ -82,8 +83,9 @@ pub struct SmolVm {
     cold: bool,
     /// The snapshot the first start restores (see [`SmolVm::restore`]).
     restore_from: Option<PathBuf>,
-    /// The template the last launch started from.
-    template_used: Mutex<Option<PathBuf>>,
+    /// Held by [`SmolVm::start`] for a whole start, and by `stop`, so that the two never
+    /// interleave; `inner` is held only for moments, never across a boot.
+    starting: Mutex<()>,
     inner: Mutex<Inner>,
 }
 
@@ -126,7 +128,7 @@ impl SmolVm {
             owned: !persistent,
             cold: cold_from_env(),
             restore_from: None,
-            template_used: Mutex::new(None),
+            starting: Mutex::new(()),
             inner: Mutex::new(Inner {
                 state: SandboxState::Created,
                 running: None,
@@ -164,7 +166,7 @@ impl SmolVm {
             owned: false,
             cold: false,
             restore_from: None,
-            template_used: Mutex::new(None),
+            starting: Mutex::new(()),
             inner: Mutex::new(Inner {
                 state: SandboxState::Stopped,
                 running: None,
@@ -233,189 +235,6 @@ impl SmolVm {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Boots the VM; returns once the guest answers and the configured environment variables
-    /// are in place. Starting a running VM does nothing.
-    pub fn start(&self) -> Result<()> {
-        let mut inner = self.lock();
-        match inner.state {
-            SandboxState::Running | SandboxState::Paused => return Ok(()),
-            SandboxState::Deleted => {
-                return Err(self.not_running("Cannot start", SandboxState::Deleted))
-            }
-            SandboxState::Created
-            | SandboxState::Stopped
-            | SandboxState::Crashed
-            | SandboxState::Failed => {}
-        }
-        let restart =
-            self.persistent && inner.state == SandboxState::Stopped && self.paths.spec().is_file();
-        if restart {
-            // Two supervisors on one disk would corrupt it: wait for the last one to be gone.
-            if let Some(pid) = smolvm_sys::process::read_pid(&self.paths.supervisor_pid())
-                .filter(|p| smolvm_sys::process::pid_alive(*p))
-            {
-                return Err(Error::StartFailed {
-                    vm_id: self.config.vm_id.clone(),
-                    reason: format!("its previous supervisor (pid {pid}) is still running; try again in a moment"),
-                });
-            }
-        }
-        if !restart {
-            self.register()?;
-        }
-        tracing::debug!(vm = %self.config.vm_id, "registered");
-        let mut launched = self.launch(restart, true);
-        if let (Err(e), Some(template)) = (&launched, self.template_used()) {
-            // A template that cannot be loaded must not make the sandbox unusable: discard
-            // it (the next start rebuilds it) and boot from scratch.
-            tracing::warn!(vm = %self.config.vm_id, "starting from {} failed, booting cold: {e}", template.display());
-            let _ = std::fs::remove_dir_all(&template);
-            self.unregister();
-            self.register()?;
-            launched = self.launch(restart, false);
-        }
-        let started = match launched {
-            Ok(started) => started,
-            Err(e) => {
-                if !restart {
-                    self.unregister();
-                }
-                return Err(e);
-            }
-        };
-        let conn = match Connection::connect(&self.paths.api_socket(), &self.config.vm_id) {
-            Ok(conn) => conn,
-            Err(e) => {
-                let mut child = started.child;
-                drop(started.owner_pipe);
-                let _ = child.kill();
-                let _ = child.wait();
-                if !restart {
-                    self.unregister();
-                }
-                return Err(e);
-            }
-        };
-        tracing::info!(vm = %self.config.vm_id, boot_ms = ?started.ready.boot_ms, "VM running");
-        let supervisor = SupervisorProcess::Child {
-            child: started.child,
-            owner_pipe: started.owner_pipe,
-        };
-        inner.running = Some(Running { conn, supervisor });
-        inner.state = SandboxState::Running;
-        Ok(())
-    }
-
-    /// Claims the name in the registry and creates the VM's directory.
-    fn register(&self) -> Result<()> {
-        let record = Record {
-            id: format!("vm-{:08x}", smolvm_sys::random::random_u64() as u32),
-            name: self.config.vm_id.clone(),
-            image: self.config.image.clone(),
-            memory_mib: self.config.mem_size_mib,
-            cpus: self.config.vcpu_count,
-            persistent: self.persistent,
-            created_at: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-        };
-        Store::open(&self.data)?.insert(&record)?;
-        let dir = self.paths.dir();
-        // The name was free in the registry, so anything left here is debris of a crash.
-        let _ = std::fs::remove_dir_all(dir);
-        if let Err(e) = smolvm_sys::fs::create_dir_private(dir) {
-            self.unregister();
-            return Err(Error::io(format!("creating {}", dir.display()), e));
-        }
-        Ok(())
-    }
-
-    /// Undoes [`SmolVm::register`].
-    fn unregister(&self) {
-        let _ = std::fs::remove_dir_all(self.paths.dir());
-        if let Ok(store) = Store::open(&self.data) {
-            let _ = store.remove(&self.config.vm_id);
-        }
-    }
-
-    /// Writes the launch spec and starts the supervisor; a first start may restore a snapshot
-    /// or, if `template` allows, the image's template.
-    fn launch(&self, restart: bool, template: bool) -> Result<launch::Started> {
-        *self.template_used.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        let mut config = self.config.clone();
-        let mut machine_id = None;
-        let mut restore_from = None;
-        if restart {
-            // The same machine as before: keep its machine id.
-            machine_id = std::fs::read(self.paths.spec())
-                .ok()
-                .and_then(|b| serde_json::from_slice::<LaunchSpec>(&b).ok())
-                .and_then(|spec| spec.machine_id);
-            let _ = std::fs::remove_file(self.paths.exit_record());
-            // Variables saved at the last stop are the current truth for a RAM-backed guest.
-            let saved = std::fs::read(self.paths.saved_env())
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok());
-            if let Some(saved) = saved {
-                config.env_vars = saved;
-            }
-        }
-        if !restart {
-            if let Some((dir, from_template)) = self.restore_source(template) {
-                if from_template {
-                    *self.template_used.lock().unwrap_or_else(|e| e.into_inner()) =
-                        Some(dir.clone());
-                }
-                match crate::template::prepare_vm_dir(&self.paths, &dir, &mut config, from_template)
-                {
-                    Ok(()) => {
-                        tracing::debug!(vm = %config.vm_id, from = %dir.display(), from_template, "restoring");
-                        restore_from = Some(dir);
-                    }
-                    // A damaged template is discarded (the next start rebuilds it): boot cold.
-                    Err(e) if from_template => {
-                        tracing::warn!(vm = %config.vm_id, "discarding template {}: {e}", dir.display());
-                        let _ = std::fs::remove_dir_all(&dir);
-                        *self.template_used.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                        config = self.config.clone();
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-        if let crate::image::RootFs::Disk(base) = &config.rootfs {
-            // The VM's writable disk, in its directory: deleted with an ephemeral VM, kept by
-            // a persistent one across stop/start (so are its files).
-            crate::image::disk::create_overlay(&self.paths, base)?;
-        }
-        let spec = LaunchSpec {
-            config,
-            data_dir: self.data.root().to_path_buf(),
-            ephemeral: !self.persistent,
-            restore_from,
-            machine_id: Some(machine_id.unwrap_or_else(|| smolvm_sys::random::random_hex(16))),
-        };
-        smolvm_sys::fs::write_atomic(
-            &self.paths.spec(),
-            &serde_json::to_vec_pretty(&spec).expect("serialises"),
-        )
-        .map_err(|e| Error::io("writing vm.json", e))?;
-        let launcher = match &self.launcher {
-            Some(launcher) => launcher.clone(),
-            None => Launcher::find()?,
-        };
-        tracing::debug!(vm = %self.config.vm_id, "starting the supervisor");
-        launch::start(&launcher, &self.paths, &self.config.vm_id, !self.persistent)
-    }
-
-    /// The template the last launch started from, if it did.
-    fn template_used(&self) -> Option<PathBuf> {
-        self.template_used
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
     fn not_running(&self, action: &'static str, state: SandboxState) -> Error {
         Error::VmNotRunning {
             action,
@@ -475,6 +294,8 @@ impl SmolVm {
     /// Stops the VM: a clean guest shutdown, forced after [`STOP_GRACE`]. Stopping a VM that
     /// is not running does nothing.
     pub fn stop(&self) -> Result<()> {
+        // A start under way finishes first (then this stops what it started).
+        let _no_start = self.starting.lock().unwrap_or_else(|e| e.into_inner());
         let running = {
             let mut inner = self.lock();
             if !inner.state.is_live() {

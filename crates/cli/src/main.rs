@@ -1,5 +1,7 @@
 //! `smolvm`: set up the host, run commands in disposable microVMs, benchmark them.
 
+#![forbid(unsafe_code)]
+
 mod bench;
 mod cli;
 mod commands;

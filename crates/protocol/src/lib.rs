@@ -9,6 +9,8 @@
 //! The same framing is used on both hops: client ↔ supervisor (Unix socket) and
 //! supervisor ↔ agent (virtio-serial port).
 
+#![forbid(unsafe_code)]
+
 mod envfile;
 mod error;
 mod frame;

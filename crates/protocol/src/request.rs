@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::message::{ExecRequest, GuestIdentity};
+#[cfg(doc)]
+use crate::message::{Response, TreeEntry};
 
 /// A request served by the guest agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -86,8 +86,7 @@ impl DataDir {
                 "remove it or set SMOLVM_DATA_DIR to another path".into(),
             ));
         }
-        // SAFETY: geteuid has no preconditions.
-        let me = unsafe { libc::geteuid() };
+        let me = smolvm_sys::process::euid();
         if meta.uid() != me {
             return Err(unsafe_dir(
                 format!("it is owned by uid {}, not by you (uid {me})", meta.uid()),
@@ -270,8 +269,7 @@ mod tests {
 
     #[test]
     fn refuses_a_data_dir_owned_by_someone_else() {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
+        if smolvm_sys::process::euid() != 0 {
             eprintln!("skipped: needs root to give a folder away");
             return;
         }

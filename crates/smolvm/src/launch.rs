@@ -2,7 +2,6 @@
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 
@@ -79,14 +78,9 @@ pub fn start(
         Stdio::null()
     });
     command.stdout(Stdio::piped()).stderr(log);
-    // SAFETY: setsid is async-signal-safe. A session of its own keeps the supervisor (and so
-    // the VM) out of reach of the terminal's Ctrl-C aimed at the user's program.
-    unsafe {
-        command.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
+    // A session of its own keeps the supervisor (and so the VM) out of reach of the
+    // terminal's Ctrl-C aimed at the user's program.
+    smolvm_sys::process::new_session(&mut command);
     let mut child = command.spawn().map_err(|e| Error::StartFailed {
         vm_id: vm_id.into(),
         reason: format!("cannot run {}: {e}", launcher.program.display()),

@@ -14,6 +14,8 @@
 //! Each VM is run by a small supervisor process (see [`supervisor`]) that owns QEMU and the
 //! guest channel; the handle talks to it over a Unix socket.
 
+#![forbid(unsafe_code)]
+
 pub mod client;
 pub mod config;
 pub mod dirs;

@@ -54,8 +54,7 @@ pub fn install_command(packages: &[&str]) -> String {
 }
 
 fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    smolvm_sys::process::euid() == 0
 }
 
 /// What `setup` did, step by step.

@@ -126,8 +126,7 @@ pub fn new_snapshot_id() -> String {
 pub fn check_files(dir: &Path) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     let files = SnapshotPaths::new(dir);
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
+    let me = smolvm_sys::process::euid();
     for path in [
         files.meta(),
         files.memory(),

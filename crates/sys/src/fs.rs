@@ -1,4 +1,5 @@
-//! File helpers: private modes, atomic and durable writes, locks.
+//! File helpers: private modes, atomic and durable writes, locks, free space, atomic swaps
+//! and unmounting.
 //!
 //! Everything SmolVM writes under its data directory is private to its user: folders 0700
 //! ([`PRIVATE_DIR`]), files 0600 ([`PRIVATE_FILE`]), sockets 0600. The modes are given at
@@ -211,6 +212,47 @@ pub fn lock(path: &Path) -> io::Result<Lock> {
     Ok(Lock(file))
 }
 
+/// Bytes available to unprivileged writers on the filesystem holding `path` (`statvfs`:
+/// the blocks free for non-root users times the fragment size).
+pub fn free_space(path: &Path) -> io::Result<u64> {
+    let path = crate::c_string(path.as_os_str())?;
+    // SAFETY: statvfs is plain old data, for which all zeroes is a valid value.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is NUL-terminated and `stat` is a writable statvfs; both outlive the call.
+    crate::check(unsafe { libc::statvfs(path.as_ptr(), &mut stat) })?;
+    Ok((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
+}
+
+/// Swaps `a` and `b` atomically (`renameat2(RENAME_EXCHANGE)`): both must exist, and each
+/// ends up under the other's name. Fails (`EINVAL`) on filesystems that lack the operation.
+pub fn rename_exchange(a: &Path, b: &Path) -> io::Result<()> {
+    let (a, b) = (
+        crate::c_string(a.as_os_str())?,
+        crate::c_string(b.as_os_str())?,
+    );
+    // SAFETY: two NUL-terminated paths that outlive the call; AT_FDCWD resolves them as
+    // given; the arguments are those renameat2 takes.
+    crate::check(unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        ) as libc::c_int
+    })
+    .map(|_| ())
+}
+
+/// Detaches the mount at `path` (`umount2(MNT_DETACH)`): it disappears from the tree at
+/// once and goes away for good when no longer busy. Needs the privilege to unmount.
+pub fn unmount_detached(path: &Path) -> io::Result<()> {
+    let path = crate::c_string(path.as_os_str())?;
+    // SAFETY: a NUL-terminated path that outlives the call.
+    crate::check(unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) }).map(|_| ())
+}
+
 /// Seconds since the Unix epoch (0 if the clock is before it).
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
@@ -287,6 +329,79 @@ mod tests {
         plain.file().write_all(b"x").unwrap();
         plain.commit().unwrap();
         assert_eq!(mode(&dir.join("plain")), 0o666 & !umask);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn free_space_is_reported_and_a_missing_path_is_an_error() {
+        let dir = scratch("space");
+        let free = free_space(&dir).unwrap();
+        assert!(free > 0);
+        // The same filesystem answers the same (give or take what others write meanwhile).
+        let again = free_space(&dir).unwrap();
+        assert!(free.abs_diff(again) < 1 << 30, "{free} then {again}");
+        let err = free_space(&dir.join("absent")).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        assert_eq!(
+            free_space(Path::new("nul\0")).unwrap_err().kind(),
+            io::ErrorKind::InvalidInput
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn rename_exchange_swaps_two_entries() {
+        let dir = scratch("exchange");
+        let (a, b) = (dir.join("a"), dir.join("b"));
+        fs::write(&a, b"first").unwrap();
+        fs::create_dir(&b).unwrap();
+        fs::write(b.join("inner"), b"second").unwrap();
+        match rename_exchange(&a, &b) {
+            // A filesystem without RENAME_EXCHANGE (the caller falls back to two renames).
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                eprintln!("skipped: {} lacks RENAME_EXCHANGE", dir.display());
+            }
+            result => {
+                result.unwrap();
+                assert_eq!(fs::read(b.as_path()).unwrap(), b"first");
+                assert_eq!(fs::read(a.join("inner")).unwrap(), b"second");
+            }
+        }
+        // Both must exist.
+        assert_eq!(
+            rename_exchange(&a, &dir.join("absent")).unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn unmount_detached_takes_a_mount_away_and_refuses_a_plain_folder() {
+        let dir = scratch("umount");
+        // EINVAL (not a mount point) as root, EPERM otherwise: never success.
+        let err = unmount_detached(&dir).unwrap_err();
+        assert!(
+            matches!(err.raw_os_error(), Some(libc::EINVAL | libc::EPERM)),
+            "{err}"
+        );
+        let mounted = |dir: &Path| {
+            fs::read_to_string("/proc/self/mountinfo")
+                .unwrap()
+                .lines()
+                .any(|l| l.split(' ').nth(4) == Some(&*dir.to_string_lossy()))
+        };
+        let mount = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "smolvm-sys-test"])
+            .arg(&dir)
+            .stderr(std::process::Stdio::null())
+            .status();
+        if mount.is_ok_and(|s| s.success()) {
+            assert!(mounted(&dir));
+            unmount_detached(&dir).unwrap();
+            assert!(!mounted(&dir), "still mounted");
+        } else {
+            eprintln!("skipped the mount half: cannot mount a tmpfs here");
+        }
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,6 +1,10 @@
-//! Other processes: pid files, liveness, signals, and what little `/proc` tells about them.
+//! Processes: other ones (pid files, liveness, signals, and what little `/proc` tells about
+//! them), children (a session of their own) and this one (user id, umask, limits, CPU time).
 
+use std::os::unix::process::CommandExt;
 use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
 /// Reads a pid file; `None` when absent or malformed.
 pub fn read_pid(path: &Path) -> Option<u32> {
@@ -49,6 +53,75 @@ pub fn total_memory_mib() -> u64 {
         .map_or(0, |kib| kib / 1024)
 }
 
+/// This process's effective user id.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Sets this process's umask to `mask` and returns the previous one. The umask belongs to the
+/// whole process: only a program's `main` should set it (a library must not), best before
+/// other threads exist.
+pub fn set_umask(mask: u32) -> u32 {
+    // SAFETY: umask has no preconditions and cannot fail.
+    unsafe { libc::umask(mask as libc::mode_t) as u32 }
+}
+
+/// Makes the children `command` spawns lead a session of their own (`setsid` between fork
+/// and exec): they have no controlling terminal, so a Ctrl-C typed at this process's
+/// terminal never reaches them.
+pub fn new_session(command: &mut Command) -> &mut Command {
+    // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
+    // calls are allowed: setsid is one, and nothing is allocated. It cannot fail in a freshly
+    // forked child (which never leads a process group), so its result is not looked at.
+    unsafe {
+        command.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        })
+    }
+}
+
+/// This process's limit on open descriptors (`RLIMIT_NOFILE`): `(soft, hard)`.
+pub fn open_files_limit() -> std::io::Result<(u64, u64)> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into `limit`, which outlives the call.
+    crate::check(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) })?;
+    Ok((limit.rlim_cur, limit.rlim_max))
+}
+
+/// Sets this process's soft limit on open descriptors (`RLIMIT_NOFILE`) to `soft`, keeping
+/// the hard limit; above the hard limit it fails (`EINVAL`). Descriptors already open stay
+/// open; opening more than the limit fails with `EMFILE`.
+pub fn set_open_files_limit(soft: u64) -> std::io::Result<()> {
+    let (_, hard) = open_files_limit()?;
+    let limit = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: setrlimit reads one rlimit from `limit`, which outlives the call.
+    crate::check(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }).map(|_| ())
+}
+
+/// The CPU time this process has used so far, user and system together (`getrusage`).
+pub fn cpu_time() -> Duration {
+    // SAFETY: rusage is plain old data, for which all zeroes is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes one rusage into `usage`, which outlives the call; with
+    // RUSAGE_SELF and a valid pointer it cannot fail.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let time = |t: libc::timeval| {
+        Duration::new(
+            t.tv_sec.max(0) as u64,
+            (t.tv_usec.max(0) as u32).saturating_mul(1000),
+        )
+    };
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,5 +144,102 @@ mod tests {
         assert!(cmdline_contains(std::process::id(), &exe));
         assert!(!cmdline_contains(std::process::id(), "no such text \u{1}"));
         assert!(total_memory_mib() > 0);
+    }
+
+    #[test]
+    fn euid_matches_the_owner_of_a_new_file() {
+        use std::os::unix::fs::MetadataExt;
+        let path = std::env::temp_dir().join(format!("smolvm-sys-euid-{}", std::process::id()));
+        std::fs::write(&path, b"").unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().uid(), euid());
+        std::fs::remove_file(&path).unwrap();
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let uids = status.lines().find_map(|l| l.strip_prefix("Uid:")).unwrap();
+        assert_eq!(uids.split_whitespace().nth(1), Some(&*euid().to_string()));
+    }
+
+    /// Runs in a child process of its own (the umask is process-wide, and other tests here
+    /// create files under it).
+    #[test]
+    #[ignore = "run by set_umask_sets_and_returns_the_mask in a child process"]
+    fn umask_child() {
+        if std::env::var_os("SMOLVM_SYS_UMASK_CHILD").is_none() {
+            return;
+        }
+        let umask_in_status = || {
+            let status = std::fs::read_to_string("/proc/self/status").unwrap();
+            let field = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .unwrap();
+            u32::from_str_radix(field.trim(), 8).unwrap()
+        };
+        let before = set_umask(0o027);
+        assert_eq!(umask_in_status(), 0o027);
+        assert_eq!(set_umask(0o077), 0o027);
+        assert_eq!(umask_in_status(), 0o077);
+        assert_eq!(set_umask(before), 0o077);
+    }
+
+    #[test]
+    fn set_umask_sets_and_returns_the_mask() {
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "process::tests::umask_child", "--ignored"])
+            .env("SMOLVM_SYS_UMASK_CHILD", "1")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}");
+        assert!(text.contains("1 passed"), "{text}");
+    }
+
+    fn session_and_pid_of_child(command: &mut Command) -> (String, String) {
+        let out = command
+            .args(["-c", "echo $$; cut -d' ' -f6 /proc/$$/stat"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8(out.stdout).unwrap();
+        let mut lines = text.lines().map(str::to_string);
+        (lines.next().unwrap(), lines.next().unwrap())
+    }
+
+    #[test]
+    fn new_session_makes_the_child_lead_its_own_session() {
+        let (pid, sid) = session_and_pid_of_child(new_session(&mut Command::new("sh")));
+        assert_eq!(pid, sid, "the child leads a session");
+        let (pid, sid) = session_and_pid_of_child(&mut Command::new("sh"));
+        assert_ne!(pid, sid, "without it the child stays in ours");
+    }
+
+    #[test]
+    fn open_files_limit_is_read_and_set() {
+        let (soft, hard) = open_files_limit().unwrap();
+        assert!(soft <= hard && soft > 0);
+        set_open_files_limit(soft - 1).unwrap();
+        assert_eq!(open_files_limit().unwrap(), (soft - 1, hard));
+        set_open_files_limit(soft).unwrap();
+        assert_eq!(open_files_limit().unwrap(), (soft, hard));
+        if hard != libc::RLIM_INFINITY {
+            assert!(set_open_files_limit(hard + 1).is_err() || euid() == 0);
+        }
+    }
+
+    #[test]
+    fn cpu_time_grows_with_work() {
+        let before = cpu_time();
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        // Busy until 20 ms of CPU are counted (on a loaded host that takes longer than 20 ms).
+        while cpu_time() - before < Duration::from_millis(20) {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "no CPU time counted"
+            );
+            for _ in 0..10_000 {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+            }
+        }
+        assert!(cpu_time() >= before, "never goes back");
     }
 }

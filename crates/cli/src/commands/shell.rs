@@ -9,52 +9,12 @@ use smolvm::process::{Event, SpawnOptions};
 use smolvm::protocol::TtySize;
 use smolvm::{RunOptions, SmolVm};
 
-/// Puts the local terminal in raw mode and restores it when dropped (also on error paths).
-struct RawMode {
-    saved: Option<libc::termios>,
-}
-
-impl RawMode {
-    fn enable() -> Self {
-        // SAFETY: isatty/tcgetattr/tcsetattr on fd 0 with valid pointers.
-        unsafe {
-            if libc::isatty(0) != 1 {
-                return Self { saved: None };
-            }
-            let mut saved: libc::termios = std::mem::zeroed();
-            if libc::tcgetattr(0, &mut saved) != 0 {
-                return Self { saved: None };
-            }
-            let mut raw = saved;
-            libc::cfmakeraw(&mut raw);
-            libc::tcsetattr(0, libc::TCSANOW, &raw);
-            Self { saved: Some(saved) }
-        }
-    }
-}
-
-impl Drop for RawMode {
-    fn drop(&mut self) {
-        if let Some(saved) = &self.saved {
-            // SAFETY: restores the settings read in `enable`.
-            unsafe { libc::tcsetattr(0, libc::TCSANOW, saved) };
-        }
-    }
-}
-
 /// The local terminal's size (80x24 when stdout is not a terminal).
 fn terminal_size() -> TtySize {
-    // SAFETY: TIOCGWINSZ writes a winsize into the valid pointer.
-    unsafe {
-        let mut ws: libc::winsize = std::mem::zeroed();
-        if libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) == 0 && ws.ws_row > 0 && ws.ws_col > 0 {
-            return TtySize {
-                rows: ws.ws_row,
-                cols: ws.ws_col,
-            };
-        }
-    }
-    TtySize { rows: 24, cols: 80 }
+    smolvm_sys::term::window_size(&std::io::stdout()).map_or(
+        TtySize { rows: 24, cols: 80 },
+        |(rows, cols)| TtySize { rows, cols },
+    )
 }
 
 /// Runs `command` with this process's stdin passed through; on a guest terminal attached to
@@ -70,7 +30,8 @@ pub fn interactive(vm: &SmolVm, command: &str, run: &RunOptions, tty: bool) -> R
         tty: tty.then_some(size),
     };
     let mut process = vm.spawn(command, &options)?;
-    let _raw = tty.then(RawMode::enable);
+    // Raw mode until dropped (also on error paths).
+    let _raw = tty.then(|| smolvm_sys::term::RawMode::enable(std::io::stdin()));
     let input = process.input();
     std::thread::spawn(move || {
         let mut stdin = std::io::stdin().lock();

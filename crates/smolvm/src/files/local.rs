@@ -1,70 +1,35 @@
 //! Building a downloaded tree on the host without following anything the guest made.
 //!
 //! Everything is created under a fresh staging directory beside the destination, through
-//! descriptors: directories with `mkdirat`, files with `openat(O_CREAT | O_EXCL |
+//! descriptors ([`DirFd`]): directories with `mkdirat`, files with `openat(O_CREAT | O_EXCL |
 //! O_NOFOLLOW)`, modes with `fchmod` on the descriptor that was created, symlinks with
 //! `symlinkat` once nothing else is left to write. Only when the whole tree is complete is it
-//! renamed into place. `libc` is used directly (it is already a dependency and these are five
-//! calls) rather than `rustix` or `cap-std`.
+//! renamed into place. The system calls are `smolvm-sys`'s safe wrappers rather than
+//! `rustix` or `cap-std`.
 
-use std::ffi::CString;
 use std::fs::{self, File};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+use smolvm_sys::dir::DirFd;
 
 /// Free space kept on the destination's filesystem beyond what a download announces.
 pub const SPACE_MARGIN: u64 = 16 << 20;
 
-fn cstr(s: &[u8]) -> io::Result<CString> {
-    CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a path"))
-}
-
-fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
-}
-
-/// Opens the directory `name` inside `dir` without following a symlink.
-fn open_dir_at(dir: &OwnedFd, name: &str) -> io::Result<OwnedFd> {
-    let name = cstr(name.as_bytes())?;
-    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-    // SAFETY: a valid descriptor and NUL-terminated name; the result is owned below.
-    let fd = check(unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags) })?;
-    // SAFETY: `fd` was just opened and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// Opens a directory by path (the caller's own path, so it may follow the caller's links
-/// on the way, but not at its last component).
-fn open_dir(path: &Path) -> io::Result<OwnedFd> {
-    let name = cstr(path.as_os_str().as_bytes())?;
-    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-    // SAFETY: a NUL-terminated path; the result is owned below.
-    let fd = check(unsafe { libc::open(name.as_ptr(), flags) })?;
-    // SAFETY: `fd` was just opened and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// `fchmod` on a descriptor we created: never acts on anything a path could redirect to.
-pub fn fchmod(fd: &impl AsRawFd, mode: u32) -> io::Result<()> {
-    // SAFETY: plain syscall on an open descriptor.
-    check(unsafe { libc::fchmod(fd.as_raw_fd(), mode as libc::mode_t) }).map(|_| ())
+/// `fchmod` on a file we created: never acts on anything a path could redirect to.
+pub fn fchmod(file: &File, mode: u32) -> io::Result<()> {
+    file.set_permissions(fs::Permissions::from_mode(mode))
 }
 
 /// A tree being built under a fresh, hidden staging directory beside its destination.
 pub struct Staging {
     /// The staging directory's path.
     pub path: PathBuf,
-    root: OwnedFd,
+    root: DirFd,
     /// The last directory a file or link was made in: entries of one folder come together,
     /// so this saves walking from the root for each of them.
-    cached: Option<(String, OwnedFd)>,
+    cached: Option<(String, DirFd)>,
     done: bool,
 }
 
@@ -79,7 +44,7 @@ impl Staging {
         ));
         // 0700 while it is built: nobody else can look at or change a half-written tree.
         fs::DirBuilder::new().mode(0o700).create(&path)?;
-        let root = open_dir(&path)?;
+        let root = DirFd::open(&path)?;
         Ok(Self {
             path,
             root,
@@ -90,14 +55,14 @@ impl Staging {
 
     /// The directory holding `rel` (a checked relative path) and `rel`'s last name; every
     /// directory on the way is opened with `O_NOFOLLOW`.
-    fn parent_of<'a>(&mut self, rel: &'a str) -> io::Result<(&OwnedFd, &'a str)> {
+    fn parent_of<'a>(&mut self, rel: &'a str) -> io::Result<(&DirFd, &'a str)> {
         let Some((parent, name)) = rel.rsplit_once('/') else {
             return Ok((&self.root, rel));
         };
         if self.cached.as_ref().is_none_or(|(p, _)| p != parent) {
-            let mut fd = open_dir_at(&self.root, parent.split('/').next().unwrap_or(""))?;
+            let mut fd = self.root.open_dir(parent.split('/').next().unwrap_or(""))?;
             for part in parent.split('/').skip(1) {
-                fd = open_dir_at(&fd, part)?;
+                fd = fd.open_dir(part)?;
             }
             self.cached = Some((parent.to_string(), fd));
         }
@@ -108,48 +73,34 @@ impl Staging {
     /// Creates the directory `rel`, private until [`Staging::set_dir_mode`].
     pub fn mkdir(&mut self, rel: &str) -> io::Result<()> {
         let (dir, name) = self.parent_of(rel)?;
-        let name = cstr(name.as_bytes())?;
-        // SAFETY: a valid descriptor and NUL-terminated name.
-        check(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o700) }).map(|_| ())
+        dir.mkdir(name, 0o700)
     }
 
     /// Creates the new file `rel` (never an existing one, never through a link).
     pub fn create_file(&mut self, rel: &str) -> io::Result<File> {
         let (dir, name) = self.parent_of(rel)?;
-        let name = cstr(name.as_bytes())?;
-        let flags =
-            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-        // SAFETY: a valid descriptor and NUL-terminated name; the result is owned below.
-        let fd = check(unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags, 0o600) })?;
-        // SAFETY: `fd` was just opened and is owned by nobody else.
-        Ok(unsafe { File::from_raw_fd(fd) })
+        dir.create_file(name, 0o600)
     }
 
     /// Creates the symlink `rel` pointing at `target`.
     pub fn symlink(&mut self, rel: &str, target: &str) -> io::Result<()> {
-        let target = cstr(target.as_bytes())?;
         let (dir, name) = self.parent_of(rel)?;
-        let name = cstr(name.as_bytes())?;
-        // SAFETY: valid descriptor and NUL-terminated strings.
-        check(unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), name.as_ptr()) })
-            .map(|_| ())
+        dir.symlink(name, target)
     }
 
     /// Gives the directory `rel` (`""`: the root) its final mode, through a descriptor.
     pub fn set_dir_mode(&mut self, rel: &str, mode: u32) -> io::Result<()> {
         self.cached = None;
         if rel.is_empty() {
-            return fchmod(&self.root, mode);
+            return self.root.set_mode(mode);
         }
         let (dir, name) = self.parent_of(rel)?;
-        let fd = open_dir_at(dir, name)?;
-        fchmod(&fd, mode)
+        dir.open_dir(name)?.set_mode(mode)
     }
 
     /// Flushes the tree's root directory.
     pub fn sync(&self) -> io::Result<()> {
-        // SAFETY: plain syscall on an open descriptor.
-        check(unsafe { libc::fsync(self.root.as_raw_fd()) }).map(|_| ())
+        self.root.sync()
     }
 
     /// Marks the tree as moved into place, so that dropping it removes nothing.
@@ -180,8 +131,8 @@ pub fn remove_tree(path: &Path) {
         if !meta.is_dir() {
             continue;
         }
-        if let Ok(fd) = open_dir(&dir) {
-            let _ = fchmod(&fd, 0o700);
+        if let Ok(fd) = DirFd::open(&dir) {
+            let _ = fd.set_mode(0o700);
         }
         for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
             pending.push(entry.path());
@@ -194,12 +145,7 @@ pub fn remove_tree(path: &Path) {
 
 /// Bytes available to unprivileged writers on the filesystem holding `dir`.
 pub fn available_bytes(dir: &Path) -> io::Result<u64> {
-    let path = cstr(dir.as_os_str().as_bytes())?;
-    // SAFETY: statvfs fills the zeroed struct we own.
-    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: NUL-terminated path and a valid out pointer.
-    check(unsafe { libc::statvfs(path.as_ptr(), &mut stat) })?;
-    Ok((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
+    smolvm_sys::fs::free_space(dir)
 }
 
 /// What is at a download's destination now.
@@ -225,25 +171,6 @@ pub fn occupied(dest: &Path) -> io::Result<Occupied> {
     }
 }
 
-fn renameat2(from: &Path, to: &Path, flags: libc::c_uint) -> io::Result<()> {
-    let (from, to) = (
-        cstr(from.as_os_str().as_bytes())?,
-        cstr(to.as_os_str().as_bytes())?,
-    );
-    // SAFETY: NUL-terminated paths; AT_FDCWD resolves them as given.
-    check(unsafe {
-        libc::syscall(
-            libc::SYS_renameat2,
-            libc::AT_FDCWD,
-            from.as_ptr(),
-            libc::AT_FDCWD,
-            to.as_ptr(),
-            flags,
-        ) as libc::c_int
-    })
-    .map(|_| ())
-}
-
 /// Moves the finished `staging` tree to `dest`. Without `overwrite` a plain `rename`, which
 /// the kernel refuses over a non-empty directory or a non-directory (an empty directory is
 /// replaced). With `overwrite` whatever is at `dest` is swapped out atomically
@@ -256,7 +183,7 @@ pub fn install(staging: Staging, dest: &Path, overwrite: bool) -> io::Result<()>
         Err(e) if !overwrite => return Err(e),
         Err(_) => {
             // Swap: the old content ends up at the staging path, then is deleted.
-            let old = if renameat2(&staging.path, dest, libc::RENAME_EXCHANGE).is_ok() {
+            let old = if smolvm_sys::fs::rename_exchange(&staging.path, dest).is_ok() {
                 staging.path.clone()
             } else {
                 // A filesystem without RENAME_EXCHANGE: move the old content aside first

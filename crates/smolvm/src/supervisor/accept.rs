@@ -11,7 +11,6 @@
 //!   loop sleeps, doubling from [`BACKOFF_MIN`] to [`BACKOFF_MAX`], and logs once per burst.
 
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -57,25 +56,7 @@ pub(crate) struct Peer {
 
 /// The peer's credentials, as the kernel recorded them at `connect`.
 pub(crate) fn peer_of(stream: &UnixStream) -> io::Result<Peer> {
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: `cred` and `len` are valid for writes of the sizes given.
-    let rc = unsafe {
-        libc::getsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let cred = smolvm_sys::socket::peer_credentials(stream)?;
     Ok(Peer {
         pid: cred.pid,
         uid: cred.uid,
@@ -122,8 +103,7 @@ pub(crate) fn accept_loop(
     max_clients: usize,
     mut serve: impl FnMut(UnixStream, Slot),
 ) -> io::Error {
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
+    let me = smolvm_sys::process::euid();
     let in_use = Arc::new(AtomicUsize::new(0));
     let mut backoff = BACKOFF_MIN;
     let mut failures = 0u64;
@@ -279,12 +259,8 @@ mod tests {
         if std::env::var_os("SMOLVM_EMFILE_CHILD").is_none() {
             return;
         }
-        let limit = libc::rlimit {
-            rlim_cur: 64,
-            rlim_max: 64,
-        };
-        // SAFETY: a plain struct passed by pointer; this process runs only this test.
-        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+        // This process runs only this test.
+        smolvm_sys::process::set_open_files_limit(64).unwrap();
         let (listener, path) = listener("real-emfile");
         let _client = UnixStream::connect(&path).unwrap();
         let mut filler = Vec::new();
@@ -333,16 +309,7 @@ mod tests {
         let _ = std::fs::remove_file(path);
     }
 
-    fn cpu_time() -> Duration {
-        // SAFETY: getrusage fills the struct we pass.
-        let usage = unsafe {
-            let mut usage = std::mem::zeroed::<libc::rusage>();
-            libc::getrusage(libc::RUSAGE_SELF, &mut usage);
-            usage
-        };
-        let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-        tv(usage.ru_utime) + tv(usage.ru_stime)
-    }
+    use smolvm_sys::process::cpu_time;
 
     #[test]
     fn refuses_clients_beyond_the_limit_and_frees_slots() {
@@ -387,8 +354,7 @@ mod tests {
         assert!(!allowed(peer(65534), 0));
         let (a, _b) = UnixStream::pair().unwrap();
         let me = peer_of(&a).unwrap();
-        // SAFETY: getuid and getpid have no preconditions.
-        assert_eq!(me.uid, unsafe { libc::geteuid() });
+        assert_eq!(me.uid, smolvm_sys::process::euid());
         assert_eq!(me.pid, std::process::id() as i32);
     }
 }

@@ -222,11 +222,7 @@ fn report_ready(line: &ReadyLine) {
     let mut out = std::io::stdout();
     let _ = writeln!(out, "{}", serde_json::to_string(line).expect("serialises"));
     let _ = out.flush();
-    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
-        use std::os::fd::AsRawFd;
-        // SAFETY: both descriptors are valid; dup2 replaces fd 1 atomically.
-        unsafe { libc::dup2(null.as_raw_fd(), 1) };
-    }
+    let _ = smolvm_sys::stdio::stdout_to_null();
 }
 
 /// Removes what must not outlive the VM and records how it ended.

@@ -6,7 +6,7 @@
 //! yields a half-restored guest.
 
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::thread::JoinHandle;
@@ -16,7 +16,7 @@ use super::Supervisor;
 use crate::paths::SnapshotPaths;
 
 /// Pipe buffer between the feeder and QEMU.
-const PIPE_BYTES: libc::c_int = 1 << 20;
+const PIPE_BYTES: usize = 1 << 20;
 /// How long loading a snapshot may take.
 const LOAD_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -77,8 +77,7 @@ pub(crate) fn prepare(dir: &Path) -> Result<(OwnedFd, Prepared), String> {
             let (read, write) = pipe()?;
             // A large pipe: QEMU reads the stream in small pieces, and each refill of a
             // 64 KiB pipe costs a wake-up of the feeder.
-            // SAFETY: fcntl on a descriptor we own, with an integer argument.
-            unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_BYTES) };
+            let _ = smolvm_sys::pipe::set_capacity(&write, PIPE_BYTES);
             let work = Work::Feed {
                 write,
                 file,
@@ -271,16 +270,7 @@ impl Incoming {
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
-    let mut fds = [0i32; 2];
-    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } == -1 {
-        return Err(format!(
-            "cannot create a pipe: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    smolvm_sys::pipe::pipe().map_err(|e| format!("cannot create a pipe: {e}"))
 }
 
 #[cfg(test)]

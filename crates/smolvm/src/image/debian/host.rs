@@ -30,23 +30,9 @@ pub(crate) fn check_space(dir: &Path, needed_mib: u64, name: &str) -> Result<()>
 
 /// Free space for unprivileged use on the filesystem holding `dir`, in MiB.
 pub fn available_mib(dir: &Path) -> Result<u64> {
-    let c_dir = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).map_err(|_| {
-        Error::io(
-            format!("{}", dir.display()),
-            std::io::Error::other("NUL in path"),
-        )
-    })?;
-    // SAFETY: statvfs is plain old data; all zeroes is a valid value.
-    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c_dir` is a valid NUL-terminated path and `stat` a writable statvfs.
-    let ret = unsafe { libc::statvfs(c_dir.as_ptr(), &mut stat) };
-    if ret != 0 {
-        return Err(Error::io(
-            format!("checking the free space of {}", dir.display()),
-            std::io::Error::last_os_error(),
-        ));
-    }
-    Ok(stat.f_bavail as u64 * stat.f_frsize as u64 / (1 << 20))
+    let bytes = smolvm_sys::fs::free_space(dir)
+        .map_err(|e| Error::io(format!("checking the free space of {}", dir.display()), e))?;
+    Ok(bytes / (1 << 20))
 }
 
 pub(crate) use smolvm_sys::fs::lock;
@@ -67,10 +53,7 @@ pub(crate) fn remove_tree(tree: &Path) {
     // Deepest first, so that nested mounts come off before their parents.
     inside.sort_by_key(|m| std::cmp::Reverse(m.len()));
     for mount in inside {
-        if let Ok(c) = std::ffi::CString::new(mount) {
-            // SAFETY: a valid NUL-terminated path.
-            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-        }
+        let _ = smolvm_sys::fs::unmount_detached(Path::new(mount));
     }
     let _ = Command::new("rm")
         .args(["-rf", "--one-file-system"])

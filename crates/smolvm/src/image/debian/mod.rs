@@ -237,8 +237,7 @@ pub fn build(
         }
     }
     let tools = Tools::find()?;
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if smolvm_sys::process::euid() != 0 {
         return Err(failed(
             spec,
             "checking privileges",

@@ -12,7 +12,7 @@ use pyo3::exceptions::{PyKeyboardInterrupt, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
 use smolvm::files::DownloadOptions;
-use smolvm::launch::Launcher;
+use smolvm::Launcher;
 use smolvm::process::SpawnOptions;
 use smolvm::run::DEFAULT_MAX_OUTPUT;
 use smolvm::{

@@ -11,7 +11,8 @@ use crate::dirs::DataDir;
 use crate::error::{Error, Result};
 use crate::paths::VmPaths;
 use crate::state::SandboxState;
-use crate::store::{Record, Store};
+use crate::store::Store;
+pub use crate::store::{generate_name, Record};
 use crate::supervisor::ExitRecord;
 
 /// A sandbox with its live state.

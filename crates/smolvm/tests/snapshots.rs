@@ -184,9 +184,7 @@ fn pause_stops_a_busy_loop_and_resume_continues_it() {
 
 /// The snapshot the VM was started from, per its launch spec.
 fn restored_from(vm: &SmolVm) -> Option<std::path::PathBuf> {
-    let spec: smolvm::supervisor::LaunchSpec =
-        serde_json::from_slice(&std::fs::read(vm.paths().spec()).unwrap()).unwrap();
-    spec.restore_from
+    vm.restored_from()
 }
 
 /// User plus system CPU time of a process, in clock ticks.

@@ -7,7 +7,6 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use smolvm::supervisor::LaunchSpec;
 use smolvm::{DataDir, SmolVm, VmConfig};
 
 /// The configuration `SmolVM(image=...)` starts with.
@@ -42,15 +41,9 @@ pub(super) fn template_start_once(data: &DataDir, image: &str) -> Result<Duratio
     }
     // A template that cannot be loaded means a cold boot and only a warning: that must not be
     // timed as a template start.
-    let spec: LaunchSpec = serde_json::from_slice(
-        &std::fs::read(vm.paths().spec()).context("reading the VM's launch spec")?,
-    )
-    .context("parsing the VM's launch spec")?;
-    let templates = data.templates_dir();
-    if !spec
-        .restore_from
-        .as_deref()
-        .is_some_and(|dir| dir.starts_with(&templates))
+    if !vm
+        .restored_from()
+        .is_some_and(|dir| dir.starts_with(data.templates_dir()))
     {
         bail!("the VM of {image} booted cold instead of starting from its template");
     }

@@ -1,8 +1,8 @@
 //! Named sandboxes: create, ls, info, start, stop, restart, rm.
 
 use anyhow::{bail, Result};
+use smolvm::sandbox::generate_name;
 use smolvm::sandbox::{self, SandboxInfo};
-use smolvm::store::generate_name;
 use smolvm::{DataDir, Resource, SandboxState, SmolVm, VmConfig};
 
 use crate::cli::{CreateArgs, LsArgs, NameArg, RmArgs};

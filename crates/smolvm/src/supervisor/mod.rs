@@ -10,7 +10,7 @@
 mod accept;
 mod boot;
 mod console;
-pub mod restore;
+pub(crate) mod restore;
 mod router;
 mod serve;
 pub(crate) mod snapshot;
@@ -35,7 +35,7 @@ use router::Router;
 
 /// Everything the supervisor needs to run a VM, written by the SDK to `vm.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LaunchSpec {
+pub(crate) struct LaunchSpec {
     /// The validated configuration.
     pub config: ValidConfig,
     /// The data directory (for cached host facts).
@@ -53,7 +53,7 @@ pub struct LaunchSpec {
 
 /// The line the supervisor prints on stdout once the VM answers (or failed to).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ReadyLine {
+pub(crate) struct ReadyLine {
     /// Whether the VM is up.
     pub ok: bool,
     /// Why not, when `ok` is false.
@@ -70,7 +70,7 @@ pub struct ReadyLine {
 
 /// Why and when the VM ended, written to `exit.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ExitRecord {
+pub(crate) struct ExitRecord {
     /// `stopped` (asked to), `crashed` (QEMU died on its own), or `failed` (never came up).
     pub state: String,
     /// Details.

@@ -209,6 +209,15 @@ impl SmolVm {
         })
     }
 
+    /// The snapshot or template directory the VM's last start restored (as its `vm.json`
+    /// records it); `None` after a boot from scratch or from its own disk.
+    pub fn restored_from(&self) -> Option<PathBuf> {
+        std::fs::read(self.paths.spec())
+            .ok()
+            .and_then(|b| serde_json::from_slice::<LaunchSpec>(&b).ok())
+            .and_then(|spec| spec.restore_from)
+    }
+
     /// Two supervisors on one disk would corrupt it: a restart waits for the last one to be
     /// gone.
     fn check_previous_supervisor_gone(&self) -> Result<()> {

@@ -14,6 +14,7 @@ use smolvm_protocol::{AgentInfo, AgentRequest, GuestIdentity, Response, PROTOCOL
 use smolvm_vmm::jail::Confinement;
 use smolvm_vmm::{Backend, LaunchOptions, MachineSpec, ParentThread, RootDevice};
 
+use super::error::{Result, SupervisorError};
 use super::router::Router;
 use super::{console, restore, serve, snapshot, LaunchSpec, ReadyLine, Supervisor};
 use crate::config::ValidConfig;
@@ -25,8 +26,11 @@ use crate::paths::VmPaths;
 /// software emulation on a loaded 2-core host a boot can take several seconds.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// How long the agent gets to confirm the boot-time environment variables.
+const ENV_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Makes the backend a VM runs on, given the data directory (for cached host facts).
-pub type BackendFactory<'a> = &'a dyn Fn(&DataDir) -> Result<Box<dyn Backend>, String>;
+pub type BackendFactory<'a> = &'a dyn Fn(&DataDir) -> smolvm_vmm::Result<Box<dyn Backend>>;
 
 /// The running VMM and the thread it was forked from (see [`ParentThread`]).
 pub(super) struct Vmm(pub(super) Child, pub(super) Option<ParentThread>);
@@ -77,10 +81,10 @@ pub(super) fn boot(
     paths: &VmPaths,
     started: Instant,
     make_backend: BackendFactory<'_>,
-) -> Result<(Arc<Supervisor>, Vmm), String> {
+) -> Result<(Arc<Supervisor>, Vmm)> {
     let config = &spec.config;
     let data = DataDir::at(&spec.data_dir);
-    let backend = make_backend(&data)?;
+    let backend = make_backend(&data).map_err(|e| SupervisorError::Backend(e.to_string()))?;
     let confinement = backend.confinement(&paths.jail_root());
     tracing::info!(
         "VM {}: backend {} ({}), VMM confinement: {}",
@@ -91,8 +95,12 @@ pub(super) fn boot(
     );
 
     let _ = std::fs::remove_file(paths.api_socket());
-    let api = smolvm_sys::fs::bind_private(&paths.api_socket())
-        .map_err(|e| format!("cannot listen on {}: {e}", paths.api_socket().display()))?;
+    let api = smolvm_sys::fs::bind_private(&paths.api_socket()).map_err(|e| {
+        SupervisorError::host(
+            format!("cannot listen on {}", paths.api_socket().display()),
+            e,
+        )
+    })?;
 
     // Plan: a fresh boot, or a snapshot's state streamed in.
     let (incoming, restoring) = match &spec.restore_from {
@@ -117,7 +125,7 @@ pub(super) fn boot(
     std::thread::Builder::new()
         .name("agent-reader".into())
         .spawn(move || pump.router.pump_from_agent(reader))
-        .map_err(|e| format!("cannot start a thread: {e}"))?;
+        .map_err(|e| SupervisorError::host("cannot start a thread", e))?;
     if let Some(restoring) = restoring {
         restoring
             .start()?
@@ -146,7 +154,7 @@ pub(super) fn boot(
     std::thread::Builder::new()
         .name("api".into())
         .spawn(move || serve::accept_clients(&serving, api))
-        .map_err(|e| format!("cannot start a thread: {e}"))?;
+        .map_err(|e| SupervisorError::host("cannot start a thread", e))?;
     if spec.ephemeral {
         let owner = Arc::clone(&supervisor);
         std::thread::spawn(move || super::watch_owner(&owner));
@@ -171,26 +179,24 @@ fn launch(
     machine: &MachineSpec,
     incoming: Option<std::os::fd::OwnedFd>,
     confinement: &Confinement,
-) -> Result<(Arc<Supervisor>, KillOnDrop, UnixStream), String> {
+) -> Result<(Arc<Supervisor>, KillOnDrop, UnixStream)> {
     let config = &spec.config;
     let options = LaunchOptions {
         incoming,
         confinement: confinement.clone(),
     };
-    let prepared = backend
-        .prepare(machine, options)
-        .map_err(|e| e.to_string())?;
-    let spawned = smolvm_vmm::spawn(prepared, confinement).map_err(|e| e.to_string())?;
+    let prepared = backend.prepare(machine, options)?;
+    let spawned = smolvm_vmm::spawn(prepared, confinement)?;
     let pid = spawned.child.id();
     let guard = KillOnDrop(Some(spawned.child), spawned.parent);
     let _ = smolvm_sys::fs::write_atomic(&paths.qemu_pid(), pid.to_string().as_bytes());
     tracing::info!("VM {}: VMM pid {pid}", config.vm_id);
     log_console(spawned.console, &paths.console_log())
-        .map_err(|e| format!("cannot start the console logger: {e}"))?;
+        .map_err(|e| SupervisorError::host("cannot start the console logger", e))?;
     let reader = spawned
         .channel
         .try_clone()
-        .map_err(|e| format!("cannot clone the channel socket: {e}"))?;
+        .map_err(|e| SupervisorError::host("cannot clone the channel socket", e))?;
     let supervisor = Arc::new(Supervisor {
         vm_id: config.vm_id.clone(),
         config: config.clone(),
@@ -224,57 +230,75 @@ fn handshake(
     supervisor: &Supervisor,
     qemu: &mut Child,
     identity: GuestIdentity,
-) -> Result<AgentInfo, String> {
-    let replies = supervisor.router.request_internal(&AgentRequest::Hello {
-        protocol: PROTOCOL_VERSION,
-        host_time_ns: Some(snapshot::host_time_ns()),
-        identity: Some(identity),
-    })?;
+) -> Result<AgentInfo> {
+    let replies = supervisor
+        .router
+        .request_internal(&AgentRequest::Hello {
+            protocol: PROTOCOL_VERSION,
+            host_time_ns: Some(snapshot::host_time_ns()),
+            identity: Some(identity),
+        })
+        .map_err(SupervisorError::GuestGone)?;
     let deadline = Instant::now() + BOOT_TIMEOUT;
     loop {
         match replies.recv_timeout(Duration::from_millis(20)) {
             Ok(frame) => {
                 return match frame.to_response() {
                     Ok(Response::Hello(info)) => Ok(info),
-                    Ok(other) => Err(format!("the guest agent refused the handshake: {other:?}")),
-                    Err(e) => Err(format!("malformed handshake answer: {e}")),
+                    Ok(other) => Err(SupervisorError::Agent(format!(
+                        "the guest agent refused the handshake: {other:?}"
+                    ))),
+                    Err(e) => Err(SupervisorError::Agent(format!(
+                        "malformed handshake answer: {e}"
+                    ))),
                 };
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                return Err(supervisor
-                    .router
-                    .closed_reason()
-                    .unwrap_or_else(|| "guest channel closed".into()));
+                return Err(SupervisorError::GuestGone(
+                    supervisor
+                        .router
+                        .closed_reason()
+                        .unwrap_or_else(|| "guest channel closed".into()),
+                ));
             }
         }
         if let Ok(Some(status)) = qemu.try_wait() {
-            return Err(format!(
+            return Err(SupervisorError::GuestGone(format!(
                 "the guest stopped during boot (QEMU {status}); see console.log"
-            ));
+            )));
         }
         if Instant::now() > deadline {
-            return Err(format!(
-                "the guest agent did not answer within {BOOT_TIMEOUT:?}; see console.log"
-            ));
+            return Err(SupervisorError::Timeout {
+                what: "the guest agent's first answer",
+                limit: BOOT_TIMEOUT,
+                hint: "; see console.log",
+            });
         }
     }
 }
 
 /// Puts the configuration's environment variables in place before the VM is reported ready.
-fn inject_env(supervisor: &Supervisor, config: &ValidConfig) -> Result<(), String> {
-    let replies = supervisor.router.request_internal(&AgentRequest::EnvSet {
-        vars: config.env_vars.clone(),
-        merge: true,
-    })?;
-    let frame = replies.recv_timeout(Duration::from_secs(30)).map_err(|_| {
-        "the guest agent did not confirm the boot-time environment variables".to_string()
-    })?;
+fn inject_env(supervisor: &Supervisor, config: &ValidConfig) -> Result<()> {
+    let replies = supervisor
+        .router
+        .request_internal(&AgentRequest::EnvSet {
+            vars: config.env_vars.clone(),
+            merge: true,
+        })
+        .map_err(SupervisorError::GuestGone)?;
+    let frame = replies
+        .recv_timeout(ENV_TIMEOUT)
+        .map_err(|_| SupervisorError::Timeout {
+            what: "confirming the boot-time environment variables",
+            limit: ENV_TIMEOUT,
+            hint: "",
+        })?;
     match frame.to_response() {
         Ok(Response::EnvKeys { .. }) => Ok(()),
-        Ok(other) => Err(format!(
+        Ok(other) => Err(SupervisorError::Agent(format!(
             "setting boot-time environment variables failed: {other:?}"
-        )),
-        Err(e) => Err(e.to_string()),
+        ))),
+        Err(e) => Err(SupervisorError::Agent(e.to_string())),
     }
 }

@@ -10,6 +10,7 @@
 mod accept;
 mod boot;
 mod console;
+mod error;
 pub(crate) mod restore;
 mod router;
 mod serve;
@@ -146,11 +147,11 @@ pub fn run(dir: &Path) -> i32 {
 }
 
 /// The production backend: QEMU with the accelerator this host allows.
-fn qemu_backend(data: &DataDir) -> Result<Box<dyn Backend>, String> {
+fn qemu_backend(data: &DataDir) -> smolvm_vmm::Result<Box<dyn Backend>> {
     let accel = smolvm_vmm::accel::choose_accel();
     tracing::info!("accelerator {} ({})", accel.accel.as_str(), accel.reason);
     let tsc_khz = smolvm_vmm::accel::tsc_khz(&data.host_facts());
-    let qemu = find_qemu().map_err(|e| e.to_string())?;
+    let qemu = find_qemu()?;
     Ok(Box::new(QemuBackend::new(qemu, accel, tsc_khz)))
 }
 
@@ -164,11 +165,12 @@ pub fn run_with(dir: &Path, make_backend: BackendFactory<'_>) -> i32 {
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
     {
         Ok(spec) => spec,
-        Err(e) => {
-            report_ready(&failed(format!(
-                "cannot read {}: {e}",
-                paths.spec().display()
-            )));
+        Err(reason) => {
+            let error = error::SupervisorError::Spec {
+                path: paths.spec(),
+                reason,
+            };
+            report_ready(&failed(&error));
             return 1;
         }
     };
@@ -198,17 +200,17 @@ pub fn run_with(dir: &Path, make_backend: BackendFactory<'_>) -> i32 {
         }
         Err(e) => {
             tracing::error!("VM {} failed to start: {e}", spec.config.vm_id);
-            report_ready(&failed(e.clone()));
-            finish(&paths, &spec, "failed", &e);
+            report_ready(&failed(&e));
+            finish(&paths, &spec, "failed", &e.to_string());
             1
         }
     }
 }
 
-fn failed(error: String) -> ReadyLine {
+fn failed(error: &error::SupervisorError) -> ReadyLine {
     ReadyLine {
         ok: false,
-        error: Some(error),
+        error: Some(error.to_string()),
         qemu_pid: None,
         accel: None,
         agent: None,

@@ -12,6 +12,7 @@ use std::process::Child;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::error::{Result, SupervisorError};
 use super::Supervisor;
 use crate::paths::SnapshotPaths;
 
@@ -22,7 +23,7 @@ const LOAD_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Streams a snapshot's memory into QEMU.
 pub(crate) struct Incoming {
-    feeder: JoinHandle<Result<u64, String>>,
+    feeder: JoinHandle<Result<u64>>,
 }
 
 /// What QEMU will read, set up before it is spawned.
@@ -43,23 +44,26 @@ enum Work {
 
 /// Opens a snapshot file without following a symlink: a snapshot directory holds only
 /// regular files of its own.
-fn open_own(path: &Path) -> Result<File, String> {
+fn open_own(path: &Path) -> Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
-        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        .map_err(|e| SupervisorError::host(format!("cannot open {}", path.display()), e))?;
     match file.metadata() {
         Ok(meta) if meta.is_file() => Ok(file),
-        _ => Err(format!("{} is not a regular file", path.display())),
+        _ => Err(SupervisorError::DamagedSnapshot(format!(
+            "{} is not a regular file",
+            path.display()
+        ))),
     }
 }
 
 /// Arranges for QEMU to load the snapshot in `dir`: its uncompressed memory file when it has
 /// one (templates do: loading skips decompression and a pipe), else its compressed one.
 /// Returns the descriptor QEMU reads the stream from (`-incoming fd:N`).
-pub(crate) fn prepare(dir: &Path) -> Result<(OwnedFd, Prepared), String> {
+pub(crate) fn prepare(dir: &Path) -> Result<(OwnedFd, Prepared)> {
     let files = SnapshotPaths::new(dir);
     let raw_check = std::fs::read(files.memory_raw_check())
         .ok()
@@ -91,7 +95,7 @@ pub(crate) fn prepare(dir: &Path) -> Result<(OwnedFd, Prepared), String> {
 
 impl Prepared {
     /// Once QEMU runs: starts feeding (or verifying).
-    pub(crate) fn start(self) -> Result<Incoming, String> {
+    pub(crate) fn start(self) -> Result<Incoming> {
         let work = self.work;
         let feeder = std::thread::Builder::new()
             .name("snapshot-feeder".into())
@@ -103,7 +107,7 @@ impl Prepared {
                 } => feed(file, File::from(write), &memory),
                 Work::Verify { raw, check } => verify(&raw, &check),
             })
-            .map_err(|e| format!("cannot start a thread: {e}"))?;
+            .map_err(|e| SupervisorError::host("cannot start a thread", e))?;
         Ok(Incoming { feeder })
     }
 }
@@ -155,12 +159,12 @@ pub fn unpack_memory(dir: &Path) -> std::io::Result<RawCheck> {
 }
 
 /// Decompresses `file` into QEMU's pipe.
-fn feed(file: File, mut pipe: File, memory: &Path) -> Result<u64, String> {
+fn feed(file: File, mut pipe: File, memory: &Path) -> Result<u64> {
     let corrupt = |e: std::io::Error| {
-        format!(
+        SupervisorError::DamagedSnapshot(format!(
             "the snapshot file {} is corrupt or truncated ({e}); take the snapshot again",
             memory.display()
-        )
+        ))
     };
     let mut decoder = zstd::stream::Decoder::new(file).map_err(corrupt)?;
     let mut buf = vec![0u8; 1 << 20];
@@ -176,24 +180,24 @@ fn feed(file: File, mut pipe: File, memory: &Path) -> Result<u64, String> {
             // QEMU gave up on the stream: a damaged file is the likely reason, and reading
             // the rest checks that against the frame's checksum.
             std::io::copy(&mut decoder, &mut std::io::sink()).map_err(corrupt)?;
-            return Err(format!(
+            return Err(SupervisorError::Load(format!(
                 "QEMU could not load the snapshot file {} ({e}); see supervisor.log",
                 memory.display()
-            ));
+            )));
         }
         total += n as u64;
     }
 }
 
 /// Checks a raw memory file against its recorded size and CRC while QEMU reads it.
-fn verify(raw: &Path, check: &RawCheck) -> Result<u64, String> {
+fn verify(raw: &Path, check: &RawCheck) -> Result<u64> {
     let bad = |why: String| {
-        format!(
+        SupervisorError::DamagedSnapshot(format!(
             "the template memory file {} is damaged ({why}); remove {} to have it rebuilt",
             raw.display(),
             raw.parent()
                 .map_or_else(String::new, |d| d.display().to_string())
-        )
+        ))
     };
     let mut file = File::open(raw).map_err(|e| bad(e.to_string()))?;
     let mut hasher = crc32fast::Hasher::new();
@@ -219,31 +223,34 @@ fn verify(raw: &Path, check: &RawCheck) -> Result<u64, String> {
 impl Incoming {
     /// Waits until QEMU has loaded the whole stream, then starts the guest. A feeder error
     /// (a corrupt file) wins over QEMU's own complaint, as it names the file.
-    pub(crate) fn finish(self, supervisor: &Supervisor, qemu: &mut Child) -> Result<(), String> {
+    pub(crate) fn finish(self, supervisor: &Supervisor, qemu: &mut Child) -> Result<()> {
         let deadline = Instant::now() + LOAD_TIMEOUT;
         loop {
             if self.feeder.is_finished() {
                 break;
             }
             if let Ok(Some(status)) = qemu.try_wait() {
-                let fed = self
-                    .feeder
-                    .join()
-                    .unwrap_or_else(|_| Err("feeder panicked".into()));
+                let fed = self.feeder.join().unwrap_or_else(|_| {
+                    Err(SupervisorError::Load("the snapshot feeder panicked".into()))
+                });
                 fed?;
-                return Err(format!(
+                return Err(SupervisorError::Load(format!(
                     "QEMU could not load the snapshot ({status}); see supervisor.log"
-                ));
+                )));
             }
             if Instant::now() > deadline {
-                return Err(format!("loading the snapshot took over {LOAD_TIMEOUT:?}"));
+                return Err(SupervisorError::Timeout {
+                    what: "loading the snapshot",
+                    limit: LOAD_TIMEOUT,
+                    hint: "",
+                });
             }
             std::thread::sleep(Duration::from_millis(1));
         }
         let fed = self
             .feeder
             .join()
-            .unwrap_or_else(|_| Err("feeder panicked".into()));
+            .unwrap_or_else(|_| Err(SupervisorError::Load("the snapshot feeder panicked".into())));
         let bytes = fed?;
         // The stream is all in; QEMU may still be applying its tail.
         loop {
@@ -252,15 +259,19 @@ impl Incoming {
                 Ok(false) => break,
                 Err(e) => {
                     if let Ok(Some(status)) = qemu.try_wait() {
-                        return Err(format!(
+                        return Err(SupervisorError::Load(format!(
                             "QEMU could not load the snapshot ({status}): {e}; see supervisor.log"
-                        ));
+                        )));
                     }
                     return Err(e);
                 }
             }
             if Instant::now() > deadline {
-                return Err(format!("loading the snapshot took over {LOAD_TIMEOUT:?}"));
+                return Err(SupervisorError::Timeout {
+                    what: "loading the snapshot",
+                    limit: LOAD_TIMEOUT,
+                    hint: "",
+                });
             }
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -269,8 +280,8 @@ impl Incoming {
     }
 }
 
-fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
-    smolvm_sys::pipe::pipe().map_err(|e| format!("cannot create a pipe: {e}"))
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    smolvm_sys::pipe::pipe().map_err(|e| SupervisorError::host("cannot create a pipe", e))
 }
 
 #[cfg(test)]
@@ -289,18 +300,21 @@ mod tests {
         let check = unpack_memory(&dir).unwrap();
         assert_eq!(check.bytes, stream.len() as u64);
         assert_eq!(std::fs::read(files.memory_raw()).unwrap(), stream);
-        assert_eq!(verify(&files.memory_raw(), &check), Ok(stream.len() as u64));
+        assert_eq!(
+            verify(&files.memory_raw(), &check).unwrap(),
+            stream.len() as u64
+        );
 
         let mut damaged = stream.clone();
         damaged[1000] ^= 1;
         std::fs::write(files.memory_raw(), &damaged).unwrap();
-        let err = verify(&files.memory_raw(), &check).unwrap_err();
+        let err = verify(&files.memory_raw(), &check).unwrap_err().to_string();
         assert!(
             err.contains("memory.raw") && err.contains("checksum"),
             "{err}"
         );
         std::fs::write(files.memory_raw(), &stream[..10]).unwrap();
-        let err = verify(&files.memory_raw(), &check).unwrap_err();
+        let err = verify(&files.memory_raw(), &check).unwrap_err().to_string();
         assert!(err.contains("bytes, expected"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

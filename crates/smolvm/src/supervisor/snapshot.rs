@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 use smolvm_protocol::{AgentRequest, ErrorKind, Response, SnapshotStats};
 
+use super::error::{Result, SupervisorError};
 use super::Supervisor;
 use crate::image::RootFs;
 use crate::paths::SnapshotPaths;
@@ -26,14 +27,17 @@ use smolvm_vmm::{Machine, SaveStatus};
 /// MB/s, so saving is bounded by QEMU rather than by compression (see the README's numbers).
 const ZSTD_LEVEL: i32 = 1;
 
+/// How long the VMM gets to finish writing a machine's state once its stream has ended.
+const SAVE_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl Supervisor {
     /// Runs `f` on the machine's controls (one monitor session: calls never interleave).
     pub(crate) fn with_machine<T>(
         &self,
         f: impl FnOnce(&mut dyn Machine) -> smolvm_vmm::Result<T>,
-    ) -> Result<T, String> {
+    ) -> Result<T> {
         let mut machine = self.machine.lock().unwrap_or_else(|e| e.into_inner());
-        f(machine.as_mut()).map_err(|e| e.to_string())
+        Ok(f(machine.as_mut())?)
     }
 
     /// Records (on disk too, for listings) whether the user paused the guest.
@@ -49,7 +53,7 @@ impl Supervisor {
 
     /// Restarts the vCPUs and steps the guest clock, which stood still while they were
     /// stopped, to the host's time.
-    pub(crate) fn continue_guest(&self) -> Result<(), String> {
+    pub(crate) fn continue_guest(&self) -> Result<()> {
         self.with_machine(|m| m.resume())?;
         self.sync_clock();
         Ok(())
@@ -204,12 +208,13 @@ fn write_snapshot(
     was_paused: bool,
     mut meta: Value,
     started: Instant,
-) -> Result<SnapshotStats, String> {
-    let io = |what: &str, path: &Path, e: std::io::Error| format!("{what} {}: {e}", path.display());
+) -> Result<SnapshotStats> {
+    let io =
+        |what: &str, path: &Path, e| SupervisorError::host(format!("{what} {}", path.display()), e);
     smolvm_sys::fs::create_dir_private(partial).map_err(|e| io("creating", partial, e))?;
     let files = SnapshotPaths::new(partial);
     let (stream, vmm_end) =
-        UnixStream::pair().map_err(|e| format!("cannot create a socket pair: {e}"))?;
+        UnixStream::pair().map_err(|e| SupervisorError::host("cannot create a socket pair", e))?;
     supervisor.with_machine(|m| {
         if !was_paused {
             m.pause()?;
@@ -272,14 +277,18 @@ fn compress_stream(mut stream: UnixStream, path: &Path) -> std::io::Result<(u64,
 }
 
 /// Waits until QEMU says the migration completed (its stream has already ended).
-fn wait_for_migration(supervisor: &Supervisor) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(30);
+fn wait_for_migration(supervisor: &Supervisor) -> Result<()> {
+    let deadline = Instant::now() + SAVE_TIMEOUT;
     loop {
         match supervisor.with_machine(|m| m.save_status())? {
             SaveStatus::Completed => return Ok(()),
-            SaveStatus::Failed(reason) => return Err(reason),
+            SaveStatus::Failed(reason) => return Err(SupervisorError::Load(reason)),
             SaveStatus::InProgress if Instant::now() > deadline => {
-                return Err("the VMM did not finish saving the machine's state".into())
+                return Err(SupervisorError::Timeout {
+                    what: "saving the machine's state",
+                    limit: SAVE_TIMEOUT,
+                    hint: "",
+                })
             }
             SaveStatus::InProgress => std::thread::sleep(Duration::from_millis(2)),
         }
@@ -288,10 +297,11 @@ fn wait_for_migration(supervisor: &Supervisor) -> Result<(), String> {
 
 /// Puts what the guest booted from into the snapshot: hard links to the kernel and root
 /// filesystem, and a copy of the disk overlay. Returns the overlay's size.
-fn copy_boot_files(supervisor: &Supervisor, files: &SnapshotPaths) -> Result<u64, String> {
+fn copy_boot_files(supervisor: &Supervisor, files: &SnapshotPaths) -> Result<u64> {
     let link = |source: &Path, dest: &Path| {
-        link_or_copy(source, dest)
-            .map_err(|e| format!("copying {} into the snapshot: {e}", source.display()))
+        link_or_copy(source, dest).map_err(|e| {
+            SupervisorError::host(format!("copying {} into the snapshot", source.display()), e)
+        })
     };
     link(&supervisor.config.kernel_path, &files.kernel())?;
     match &supervisor.config.rootfs {
@@ -308,7 +318,7 @@ fn copy_boot_files(supervisor: &Supervisor, files: &SnapshotPaths) -> Result<u64
                 &files.base(),
             )?;
             let copied = std::fs::copy(vm.overlay(), files.overlay())
-                .map_err(|e| format!("copying the disk overlay: {e}"))?;
+                .map_err(|e| SupervisorError::host("copying the disk overlay", e))?;
             // fs::copy keeps the source's mode, which an older version made 0644.
             std::fs::File::open(files.overlay())
                 .and_then(|f| {
@@ -318,7 +328,7 @@ fn copy_boot_files(supervisor: &Supervisor, files: &SnapshotPaths) -> Result<u64
                     ))?;
                     f.sync_all()
                 })
-                .map_err(|e| format!("syncing the disk overlay copy: {e}"))?;
+                .map_err(|e| SupervisorError::host("syncing the disk overlay copy", e))?;
             Ok(copied)
         }
     }

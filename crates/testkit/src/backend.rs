@@ -156,8 +156,8 @@ impl FakeMachine {
     fn signal_group(&self, signal: i32) -> Result<()> {
         let pgid = libc::pid_t::try_from(self.pid)
             .map_err(|_| Error::Monitor(format!("bad pid {}", self.pid)))?;
-        // SAFETY: kill takes plain integers; the group is the agent's own (`process_group(0)`
-        // at spawn), and the supervisor reaps the agent only after its last control call.
+        // SAFETY: kill takes plain integers and touches no memory of ours. The group is the
+        // agent's own (`process_group(0)` at spawn); a call racing the agent's exit gets ESRCH.
         if unsafe { libc::kill(-pgid, signal) } == 0 {
             Ok(())
         } else {

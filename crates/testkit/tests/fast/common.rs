@@ -1,8 +1,6 @@
 //! Helpers shared by the fast-tier tests: every sandbox runs on the fake backend (the agent as
 //! a host process), in a temporary data directory of its own.
 
-#![allow(dead_code)]
-
 use std::time::{Duration, Instant};
 
 pub use smolvm_testkit::TestEnv;

@@ -1,16 +1,14 @@
 //! Errors and the unhappy paths on the fake backend: bad configurations, missing sandboxes,
 //! pause/resume, snapshots (unsupported here), a crashed guest or supervisor, and the CLI.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{alive, env, eventually, processes_mentioning};
+use crate::common::{alive, env, eventually, processes_mentioning};
 use smolvm::{Error, SnapshotOptions, VmConfig, VmState};
 
 /// Nothing of any sandbox exists in `env`'s data directory.
-fn no_sandboxes(env: &common::TestEnv) -> bool {
+fn no_sandboxes(env: &crate::common::TestEnv) -> bool {
     let vms = env.data().vms_dir();
     let empty_dir = std::fs::read_dir(&vms).map_or(true, |mut d| d.next().is_none());
     empty_dir && smolvm::sandbox::list(&env.data()).unwrap().is_empty()
@@ -119,7 +117,7 @@ fn missing_sandboxes_and_stopped_vms_are_clear_errors() {
 #[test]
 fn a_supervisor_that_cannot_start_its_vm_fails_start_and_leaves_nothing() {
     let env = env();
-    let broken = common::TestEnv::with_binaries(
+    let broken = crate::common::TestEnv::with_binaries(
         env!("CARGO_BIN_EXE_smolvm-fake-supervisor"),
         env.root().join("no-such-agent"),
     )

@@ -1,13 +1,11 @@
 //! What a sandbox keeps: managed environment variables and files, through the SDK, the
 //! supervisor and the agent (fake backend; the "guest" paths are temp folders of the host).
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use common::env;
+use crate::common::env;
 use smolvm::{Error, RunOptions, VmConfig};
 
 fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

@@ -1,12 +1,10 @@
 //! Commands through the SDK, the supervisor's router and the agent (fake backend): output and
 //! exit codes, concurrency, stdin, streaming, timeouts, cancellation and flow control.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{alive, env, eventually};
+use crate::common::{alive, env, eventually};
 use smolvm::process::{Event, SpawnOptions};
 use smolvm::{CancelToken, Error, Output, RunOptions};
 

@@ -1,11 +1,9 @@
 //! Lifecycle through the SDK on the fake backend: start, stop, delete, drop, persistent
 //! sandboxes and a second handle.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{alive, env, eventually, processes_mentioning};
+use crate::common::{alive, env, eventually, processes_mentioning};
 use smolvm::{Error, VmState};
 
 #[test]

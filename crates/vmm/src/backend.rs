@@ -169,3 +169,29 @@ fn spawn_in_pid_namespace(mut command: Command) -> Result<(Child, ParentThread)>
     })??;
     Ok((child, ParentThread { release }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_vmm_that_cannot_be_executed_fails_spawn_with_the_reason() {
+        let mut inherited = Inherited::new();
+        let (_keep, theirs) = UnixStream::pair().unwrap();
+        inherited.add(OwnedFd::from(theirs), 9);
+        let (channel, _) = UnixStream::pair().unwrap();
+        let (monitor, _) = UnixStream::pair().unwrap();
+        let (console, _) = UnixStream::pair().unwrap();
+        let prepared = PreparedVm {
+            command: Command::new("/nonexistent/smolvm-test-vmm"),
+            inherited,
+            channel,
+            monitor,
+            console,
+        };
+        let err = spawn(prepared, &Confinement::Off)
+            .err()
+            .expect("spawn reported success");
+        assert!(err.to_string().contains("No such file"), "{err}");
+    }
+}

@@ -78,14 +78,21 @@ pub unsafe fn place(pairs: &[(RawFd, RawFd)]) -> io::Result<()> {
         highest = highest.max(*target);
     }
     // Nothing else crosses over: not even a descriptor our own caller leaked to us without
-    // close-on-exec.
+    // close-on-exec. They are marked close-on-exec rather than closed, so that they stay open
+    // until the exec itself: one of them is the pipe on which `Command::spawn` learns that
+    // the exec failed (closed here, a VMM that cannot be executed looked started).
     for fd in 3..highest {
         if !pairs.iter().any(|(_, t)| *t == fd) {
-            // SAFETY: closing a descriptor number in the child; EBADF is harmless.
-            unsafe { libc::close(fd) };
+            // SAFETY: fcntl on a descriptor number in the child; EBADF is harmless.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
         }
     }
-    // SAFETY: close_range with plain integers, no flags.
-    unsafe { libc::syscall(libc::SYS_close_range, highest + 1, u32::MAX, 0) };
+    let (first, flags) = (highest + 1, libc::CLOSE_RANGE_CLOEXEC);
+    // SAFETY: close_range with plain integers.
+    if unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, flags) } != 0 {
+        // Before Linux 5.11 (no CLOSE_RANGE_CLOEXEC): close them, as before.
+        // SAFETY: close_range with plain integers, no flags.
+        unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0) };
+    }
     Ok(())
 }

@@ -108,12 +108,31 @@ impl SmolVm {
 
     fn build(config: VmConfig, data: DataDir, persistent: bool) -> Result<Self> {
         let config = config.validate(&data)?;
-        Self::from_valid(config, data, persistent)
+        Self::from_valid(config, data, persistent, None)
     }
 
-    fn from_valid(config: ValidConfig, data: DataDir, persistent: bool) -> Result<Self> {
-        // Fail here, with the install hint, rather than inside the supervisor.
-        smolvm_vmm::qemu::find_qemu()?;
+    /// Like [`SmolVm::with_data_dir`] ([`SmolVm::new_persistent`] when `persistent`), started
+    /// by `launcher`, whose supervisor chooses the VMM: QEMU is not looked for here.
+    pub fn with_launcher(
+        config: VmConfig,
+        data: DataDir,
+        persistent: bool,
+        launcher: Launcher,
+    ) -> Result<Self> {
+        let config = config.validate(&data)?;
+        Self::from_valid(config, data, persistent, Some(launcher))
+    }
+
+    fn from_valid(
+        config: ValidConfig,
+        data: DataDir,
+        persistent: bool,
+        launcher: Option<Launcher>,
+    ) -> Result<Self> {
+        if launcher.is_none() {
+            // Fail here, with the install hint, rather than inside the supervisor.
+            smolvm_vmm::qemu::find_qemu()?;
+        }
         let paths = VmPaths::new(data.vm_dir(&config.vm_id));
         paths.check_socket_len().map_err(|e| Error::InvalidConfig {
             field: "SMOLVM_DATA_DIR",
@@ -123,7 +142,7 @@ impl SmolVm {
             config,
             data,
             paths,
-            launcher: None,
+            launcher,
             persistent,
             owned: !persistent,
             cold: cold_from_env(),

@@ -154,10 +154,7 @@ impl SmolVm {
             },
             ..meta.config
         };
-        let mut vm = Self::from_valid(config, data, options.persistent)?;
-        if let Some(launcher) = launcher {
-            vm.set_launcher(launcher);
-        }
+        let mut vm = Self::from_valid(config, data, options.persistent, launcher)?;
         vm.restore_from = Some(snapshot::snapshot_dir(&vm.data, snapshot_id));
         vm.start()?;
         Ok(vm)

@@ -35,6 +35,21 @@ pub fn kill(pid: u32, signal: i32) -> std::io::Result<()> {
     }
 }
 
+/// Sends `signal` to every process of group `pgid` (same caveat as [`kill`]).
+pub fn kill_group(pgid: u32, signal: i32) -> std::io::Result<()> {
+    let pgid = libc::pid_t::try_from(pgid)
+        .ok()
+        .filter(|g| *g > 1)
+        .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: kill takes plain integers and has no memory effects; a negative pid names the
+    // group, and groups 0 and 1 (ours, everything) are refused above.
+    if unsafe { libc::kill(-pgid, signal) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Whether `pid`'s command line contains `text` (guards against signalling a recycled pid).
 pub fn cmdline_contains(pid: u32, text: &str) -> bool {
     std::fs::read(format!("/proc/{pid}/cmdline"))
@@ -130,6 +145,20 @@ mod tests {
     fn own_process_is_alive_and_a_dead_pid_is_not() {
         assert!(pid_alive(std::process::id()));
         assert!(!pid_alive(u32::MAX - 1));
+    }
+
+    #[test]
+    fn a_group_is_signalled_and_the_special_groups_are_refused() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .expect("sleep");
+        kill_group(child.id(), libc::SIGKILL).expect("its own group");
+        use std::os::unix::process::ExitStatusExt;
+        let status = child.wait().expect("reaped");
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+        assert!(kill_group(0, 0).is_err() && kill_group(1, 0).is_err());
     }
 
     #[test]

@@ -154,18 +154,10 @@ pub struct FakeMachine {
 
 impl FakeMachine {
     fn signal_group(&self, signal: i32) -> Result<()> {
-        let pgid = libc::pid_t::try_from(self.pid)
-            .map_err(|_| Error::Monitor(format!("bad pid {}", self.pid)))?;
-        // SAFETY: kill takes plain integers and touches no memory of ours. The group is the
-        // agent's own (`process_group(0)` at spawn); a call racing the agent's exit gets ESRCH.
-        if unsafe { libc::kill(-pgid, signal) } == 0 {
-            Ok(())
-        } else {
-            Err(Error::io(
-                "cannot signal the fake guest",
-                std::io::Error::last_os_error(),
-            ))
-        }
+        // The group is the agent's own (`process_group(0)` at spawn); a call racing the
+        // agent's exit gets ESRCH.
+        smolvm_sys::process::kill_group(self.pid, signal)
+            .map_err(|e| Error::io("cannot signal the fake guest", e))
     }
 }
 

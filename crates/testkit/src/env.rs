@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use smolvm::image::{ImageMeta, KIND_INITRAMFS, MINIMAL};
-use smolvm::launch::Launcher;
+use smolvm::Launcher;
 use smolvm::{DataDir, SmolVm, VmConfig};
 
 /// Boot arguments of [`TestEnv::config`]. Not the default ones, so that no sandbox of a test

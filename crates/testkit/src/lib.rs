@@ -16,6 +16,8 @@
 //! Commands run as the invoking user, **on the host**: host mode is a test double, not a
 //! sandbox. Tests write only under temporary folders.
 
+#![forbid(unsafe_code)]
+
 mod backend;
 mod env;
 

@@ -1,6 +1,8 @@
 //! `smolvm-fake-supervisor [--agent PATH] --dir <vm dir>`: the production supervisor on the
 //! fake backend, for tests (see the `smolvm_testkit` crate). Started by the SDK through a
-//! [`smolvm::launch::Launcher`]; never installed.
+//! [`smolvm::Launcher`]; never installed.
+
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 
@@ -22,13 +24,17 @@ fn main() {
     }
     let Some(dir) = dir else { usage() };
     // As the real supervisor: whatever it creates without an explicit mode is private.
-    // SAFETY: umask has no preconditions; no other thread exists yet.
-    unsafe { libc::umask(0o077) };
+    smolvm_sys::process::set_umask(0o077);
     smolvm::supervisor::init_logging();
     let code = smolvm::supervisor::run_with(&dir, &|_data| {
         let agent = match &agent {
             Some(agent) => agent.clone(),
-            None => smolvm_testkit::find_agent()?,
+            None => {
+                smolvm_testkit::find_agent().map_err(|hint| smolvm_vmm::Error::MissingProgram {
+                    program: "smolvm-fake-agent",
+                    hint,
+                })?
+            }
         };
         Ok(Box::new(FakeBackend::new(agent, &dir)))
     });

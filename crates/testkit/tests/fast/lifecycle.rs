@@ -130,7 +130,7 @@ fn a_sandbox_name_is_taken_until_deleted() {
     let second = env.persistent("twin").unwrap();
     let err = second.start().unwrap_err();
     assert!(
-        matches!(&err, Error::InvalidConfig { field: "vm_id", .. }),
+        matches!(&err, Error::AlreadyExists { name, .. } if name == "twin"),
         "{err:?}"
     );
     assert_eq!(first.run("echo still").unwrap().output(), "still");

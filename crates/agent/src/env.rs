@@ -16,7 +16,7 @@ use smolvm_protocol::{
     ErrorKind, Response,
 };
 
-use crate::server::Shared;
+use crate::shared::Shared;
 
 /// Sets `vars` (merged into the current set, or replacing it) and answers with all names.
 pub fn set(shared: &Shared, vars: BTreeMap<String, String>, merge: bool) -> Response {

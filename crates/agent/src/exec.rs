@@ -18,7 +18,7 @@ use smolvm_protocol::{
 
 use crate::flow::OutputWindow;
 use crate::options::Options;
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::sys;
 
 /// Largest output chunk sent in one frame.

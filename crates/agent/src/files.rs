@@ -15,7 +15,7 @@ use std::sync::Arc;
 use smolvm_protocol::{AgentRequest, ErrorKind, FileKind, Frame, FrameKind, Response, TreeEntry};
 
 use crate::flow::OutputWindow;
-use crate::server::Shared;
+use crate::shared::Shared;
 
 /// Size of the chunks a file is read in (one frame each).
 const CHUNK: usize = 1 << 20;

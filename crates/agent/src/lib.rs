@@ -37,6 +37,7 @@ mod port;
 pub mod printenv;
 mod reaper;
 mod server;
+mod shared;
 mod sys;
 
 pub use host::run_host_mode;

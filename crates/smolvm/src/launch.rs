@@ -5,9 +5,9 @@ use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 
+use crate::contract::ReadyLine;
 use crate::error::{Error, Result};
 use crate::paths::VmPaths;
-use crate::supervisor::ReadyLine;
 
 /// How to start a supervisor: a program and the arguments before `--dir <vm dir>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,7 +102,7 @@ pub fn start(
             let reason = ready.and_then(|r| r.error).unwrap_or_else(|| {
                 format!(
                     "the supervisor exited without reporting: {}",
-                    crate::supervisor::log_tail(&paths.supervisor_log())
+                    crate::contract::log_tail(&paths.supervisor_log())
                 )
             });
             Err(Error::StartFailed {

@@ -18,6 +18,7 @@
 
 pub mod client;
 pub mod config;
+mod contract;
 pub mod dirs;
 mod error;
 mod error_code;
@@ -25,6 +26,7 @@ pub mod files;
 pub mod floor;
 pub mod image;
 mod launch;
+mod names;
 pub mod paths;
 pub mod process;
 pub mod run;

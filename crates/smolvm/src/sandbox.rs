@@ -7,13 +7,13 @@ use serde::Serialize;
 
 use smolvm_sys::process::{cmdline_contains, pid_alive, read_pid};
 
+use crate::contract::ExitRecord;
 use crate::dirs::DataDir;
 use crate::error::{Error, Result};
 use crate::paths::VmPaths;
 use crate::state::SandboxState;
 use crate::store::Store;
 pub use crate::store::{generate_name, Record};
-use crate::supervisor::ExitRecord;
 
 /// A sandbox with its live state.
 #[derive(Debug, Clone, Serialize)]

@@ -106,7 +106,7 @@ pub fn file_identity(path: &Path) -> String {
 
 /// Checks that `id` can name a snapshot (the rules of sandbox names).
 pub fn validate_snapshot_id(id: &str) -> Result<()> {
-    crate::config::validate_vm_id(id).map_err(|_| Error::InvalidConfig {
+    crate::names::validate_vm_id(id).map_err(|_| Error::InvalidConfig {
         field: "snapshot_id",
         reason: format!(
             "{id:?} is not a valid snapshot id: use 1-63 characters of lowercase letters, \

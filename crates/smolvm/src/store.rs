@@ -259,7 +259,7 @@ mod tests {
     #[test]
     fn generated_names_are_valid_vm_ids() {
         for _ in 0..50 {
-            crate::config::validate_vm_id(&generate_name()).unwrap();
+            crate::names::validate_vm_id(&generate_name()).unwrap();
         }
     }
 }

@@ -101,7 +101,7 @@ impl ImageMeta {
 /// (an unknown name lists the images that exist).
 pub fn resolve(data: &DataDir, name: &str) -> Result<RootFs> {
     // The name becomes a path: nothing but a valid image name may reach the filesystem.
-    if crate::config::validate_vm_id(name).is_err() {
+    if crate::names::validate_vm_id(name).is_err() {
         return Err(unknown_image(data, name));
     }
     let dir = data.image_dir(name);
@@ -188,7 +188,7 @@ pub fn is_current(data: &DataDir, name: &str, inputs_hash: &str) -> bool {
 /// Checks that `name` can name an image: the rules of sandbox names (it becomes a directory
 /// name), and not the benchmark's own image.
 pub fn validate_image_name(name: &str) -> Result<()> {
-    crate::config::validate_vm_id(name).map_err(|_| Error::InvalidConfig {
+    crate::names::validate_vm_id(name).map_err(|_| Error::InvalidConfig {
         field: "image name",
         reason: format!(
             "{name:?} is not a valid image name: use 1-63 characters of lowercase letters, \
@@ -233,7 +233,8 @@ pub fn rootfs_path_of(data: &DataDir, meta: &ImageMeta) -> PathBuf {
         .to_path_buf()
 }
 
-/// Deletes image `name` (its directory) and its pre-booted templates. VMs already running on
+/// Deletes image `name` (its directory; its pre-booted templates are
+/// [`crate::template::remove_for_image`]'s). VMs already running on
 /// it are unaffected: a disk image's VMs hold a hard link to their base (see
 /// [`disk::create_overlay`]), and snapshots hold links to what they were booted from.
 pub fn remove_image(data: &DataDir, name: &str) -> Result<ImageMeta> {
@@ -241,7 +242,6 @@ pub fn remove_image(data: &DataDir, name: &str) -> Result<ImageMeta> {
     let dir = data.image_dir(name);
     std::fs::remove_dir_all(&dir)
         .map_err(|e| Error::io(format!("removing {}", dir.display()), e))?;
-    crate::template::remove_for_image(data, name);
     Ok(meta)
 }
 

@@ -18,13 +18,13 @@ use smolvm_protocol::{Response, SupervisorRequest};
 
 use crate::client::Connection;
 use crate::config::{ValidConfig, VmConfig};
+use crate::contract::LaunchSpec;
 use crate::dirs::DataDir;
 use crate::error::{Error, Result};
 use crate::launch::Launcher;
 use crate::paths::VmPaths;
 use crate::state::SandboxState;
 use crate::store::Store;
-use crate::supervisor::LaunchSpec;
 
 /// How long `stop()` waits for a clean guest shutdown before QEMU is killed.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);

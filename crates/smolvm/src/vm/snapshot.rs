@@ -147,7 +147,7 @@ impl SmolVm {
         let config = ValidConfig {
             vm_id: match &options.name {
                 Some(name) => {
-                    crate::config::validate_vm_id(name)?;
+                    crate::names::validate_vm_id(name)?;
                     name.clone()
                 }
                 None => crate::config::random_vm_id(),

@@ -13,11 +13,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use super::{Running, SmolVm, SupervisorProcess};
 use crate::client::Connection;
 use crate::config::ValidConfig;
+use crate::contract::LaunchSpec;
 use crate::error::{Error, Result};
 use crate::launch::{self, Launcher};
 use crate::state::SandboxState;
 use crate::store::{Record, Store};
-use crate::supervisor::LaunchSpec;
 
 /// Where a start begins.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,10 +5,12 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use smolvm_protocol::{validate_env_key, validate_env_set, validate_env_value};
+use smolvm_vmm::{MachineSpec, RootDevice};
 
 use crate::dirs::DataDir;
 use crate::error::{Error, Result};
 pub use crate::names::validate_vm_id;
+use crate::paths::VmPaths;
 
 /// The kernel command line the default image boots with. Always extended by the backend with
 /// what the machine needs (see `backend::qemu::kernel_cmdline`).
@@ -230,6 +232,34 @@ fn existing(path: &std::path::Path, what: &'static str, hint: &str) -> Result<Pa
             path: path.to_path_buf(),
             hint: hint.to_string(),
         })
+    }
+}
+
+impl ValidConfig {
+    /// The backend-neutral machine this configuration describes, for a VM whose files are in
+    /// `paths` (a disk root boots the VM's own overlay over its base — the link to it a
+    /// restored VM keeps, when present). `volatile_disk`: the overlay dies with the VM.
+    pub fn machine_spec(&self, paths: &VmPaths, volatile_disk: bool) -> MachineSpec {
+        let root = match &self.rootfs {
+            RootFs::Initramfs(path) => RootDevice::Initramfs(path.clone()),
+            RootFs::Disk(base) => RootDevice::Disk {
+                overlay: paths.overlay(),
+                base: if paths.base_link().is_file() {
+                    paths.base_link()
+                } else {
+                    base.clone()
+                },
+            },
+        };
+        MachineSpec {
+            name: self.vm_id.clone(),
+            memory_mib: self.mem_size_mib,
+            vcpus: self.vcpu_count,
+            kernel: self.kernel_path.clone(),
+            root,
+            boot_args: self.boot_args.clone(),
+            volatile_disk,
+        }
     }
 }
 

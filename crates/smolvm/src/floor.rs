@@ -5,12 +5,13 @@ use std::time::{Duration, Instant};
 
 use smolvm_vmm::jail::Confinement;
 use smolvm_vmm::qemu::{find_qemu, QemuBackend};
-use smolvm_vmm::{Backend, LaunchOptions, MachineSpec, RootDevice};
+use smolvm_vmm::{Backend, LaunchOptions};
 
 use crate::config::{VmConfig, DEFAULT_BOOT_ARGS};
 use crate::dirs::DataDir;
 use crate::error::{Error, Result};
-use crate::image::{self, RootFs};
+use crate::image;
+use crate::paths::VmPaths;
 
 /// The accelerator new VMs get on this host (`kvm` or `tcg`).
 pub fn accelerator() -> &'static str {
@@ -27,26 +28,13 @@ pub fn boot_once(data: &DataDir) -> Result<Duration> {
         ..VmConfig::default()
     }
     .validate(data)?;
-    let RootFs::Initramfs(initramfs) = config.rootfs else {
-        return Err(Error::Build(
-            "the boot-floor image is not an initramfs".into(),
-        ));
-    };
     let accel = smolvm_vmm::accel::choose_accel();
     let backend = QemuBackend::new(
         find_qemu()?,
         accel,
         smolvm_vmm::accel::tsc_khz(&data.host_facts()),
     );
-    let machine = MachineSpec {
-        name: config.vm_id,
-        memory_mib: config.mem_size_mib,
-        vcpus: config.vcpu_count,
-        kernel: config.kernel_path,
-        root: RootDevice::Initramfs(initramfs),
-        boot_args: config.boot_args,
-        volatile_disk: true,
-    };
+    let machine = config.machine_spec(&VmPaths::new(data.vm_dir("bench-floor")), true);
     // The floor is bare QEMU: no confinement (its cost is measured separately).
     let options = LaunchOptions {
         incoming: None,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use smolvm::{DataDir, VmConfig};
 use smolvm_vmm::jail::{self, Confinement};
 use smolvm_vmm::qemu::QemuBackend;
-use smolvm_vmm::{Backend, LaunchOptions, MachineSpec, RootDevice};
+use smolvm_vmm::{Backend, LaunchOptions};
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -112,18 +112,8 @@ fn qemu_cannot_run_host_commands_even_through_its_monitor() {
     }
     .validate(&data)
     .unwrap();
-    let smolvm::image::RootFs::Initramfs(initramfs) = config.rootfs else {
-        panic!("minimal is an initramfs image");
-    };
-    let machine = MachineSpec {
-        name: config.vm_id,
-        memory_mib: config.mem_size_mib,
-        vcpus: config.vcpu_count,
-        kernel: config.kernel_path,
-        root: RootDevice::Initramfs(initramfs),
-        boot_args: config.boot_args,
-        volatile_disk: true,
-    };
+    let scratch = smolvm::paths::VmPaths::new(data.vm_dir("confine-scratch"));
+    let machine = config.machine_spec(&scratch, true);
     let backend = QemuBackend::new(
         smolvm_vmm::qemu::find_qemu().unwrap(),
         smolvm_vmm::accel::choose_accel(),

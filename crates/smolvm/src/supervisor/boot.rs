@@ -12,14 +12,13 @@ use std::time::{Duration, Instant};
 
 use smolvm_protocol::{AgentInfo, AgentRequest, GuestIdentity, Response, PROTOCOL_VERSION};
 use smolvm_vmm::jail::Confinement;
-use smolvm_vmm::{Backend, LaunchOptions, MachineSpec, ParentThread, RootDevice};
+use smolvm_vmm::{Backend, LaunchOptions, MachineSpec, ParentThread};
 
 use super::error::{Result, SupervisorError};
 use super::router::Router;
 use super::{console, restore, serve, snapshot, LaunchSpec, ReadyLine, Supervisor};
 use crate::config::ValidConfig;
 use crate::dirs::DataDir;
-use crate::image::RootFs;
 use crate::paths::VmPaths;
 
 /// How long the guest gets from the VMM's start to the agent's handshake. Generous: under
@@ -45,32 +44,6 @@ impl Drop for KillOnDrop {
             let _ = child.kill();
             let _ = child.wait();
         }
-    }
-}
-
-/// The backend-neutral description of the machine `spec` asks for.
-pub(super) fn plan_machine(spec: &LaunchSpec, paths: &VmPaths) -> MachineSpec {
-    let config = &spec.config;
-    let root = match &config.rootfs {
-        RootFs::Initramfs(path) => RootDevice::Initramfs(path.clone()),
-        // A VM started from a snapshot boots over the snapshot's link to its base.
-        RootFs::Disk(base) => RootDevice::Disk {
-            overlay: paths.overlay(),
-            base: if paths.base_link().is_file() {
-                paths.base_link()
-            } else {
-                base.clone()
-            },
-        },
-    };
-    MachineSpec {
-        name: config.vm_id.clone(),
-        memory_mib: config.mem_size_mib,
-        vcpus: config.vcpu_count,
-        kernel: config.kernel_path.clone(),
-        root,
-        boot_args: config.boot_args.clone(),
-        volatile_disk: spec.ephemeral,
     }
 }
 
@@ -110,7 +83,7 @@ pub(super) fn boot(
         }
         None => (None, None),
     };
-    let machine = plan_machine(spec, paths);
+    let machine = config.machine_spec(paths, spec.ephemeral);
 
     // Launch.
     let (supervisor, mut guard, reader) = launch(

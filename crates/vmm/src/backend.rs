@@ -36,6 +36,15 @@ pub struct PreparedVm {
 }
 
 /// A way to run a VM.
+///
+/// The machine's life, and who does what: **boot** — [`Backend::prepare`] then [`spawn`];
+/// **restore** — the same with [`LaunchOptions::incoming`] carrying the saved state, then
+/// [`Machine::is_loading`] until it is in and [`Machine::resume`]; **pause/resume** and the
+/// **snapshot stream** — [`Machine`]; **shutdown** — the guest powers itself off (the agent's
+/// `Shutdown`) and the VMM process must then exit on its own (QEMU: `-no-reboot`); a VMM that
+/// does not within the grace period is killed by the supervisor, which spawned it and alone
+/// reaps it. The **device plan** is the [`MachineSpec`] plus the three connections every
+/// machine has: the guest channel, the monitor and the console.
 pub trait Backend: Send + Sync {
     /// Short name for logs and `doctor` (`qemu`).
     fn name(&self) -> &'static str;

@@ -56,6 +56,19 @@ pub fn cmdline_contains(pid: u32, text: &str) -> bool {
         .is_ok_and(|c| String::from_utf8_lossy(&c).contains(text))
 }
 
+/// Live processes (not zombies) whose command line contains `text`: how tests find what a
+/// VM left running.
+pub fn pids_with_cmdline(text: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|pid| cmdline_contains(*pid, text) && pid_alive(*pid))
+        .collect()
+}
+
 /// Total host memory in MiB (from `/proc/meminfo`).
 pub fn total_memory_mib() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
@@ -165,6 +178,26 @@ mod tests {
     fn signal_zero_reaches_self_and_not_a_missing_pid() {
         kill(std::process::id(), 0).expect("self");
         assert!(kill(u32::MAX - 1, 0).is_err());
+    }
+
+    #[test]
+    fn a_child_is_found_by_its_command_line_until_it_is_gone() {
+        let marker = format!("smolvm-sys-test-{}", std::process::id());
+        // A shell waiting in a builtin: one process, which never forks.
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "read line", &marker])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("sh");
+        // Until the child has exec'd, its command line is still this test binary's.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while pids_with_cmdline(&marker).is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(pids_with_cmdline(&marker), vec![child.id()]);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(pids_with_cmdline(&marker).is_empty());
     }
 
     #[test]

@@ -52,15 +52,5 @@ pub fn dir_gone(dir: &Path) -> bool {
 
 /// Lists processes whose command line mentions `needle` (used to find leaked QEMUs).
 pub fn processes_mentioning(needle: &str) -> Vec<u32> {
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmdline).contains(needle) && process_alive(pid) {
-            pids.push(pid);
-        }
-    }
-    pids
+    smolvm_sys::process::pids_with_cmdline(needle)
 }

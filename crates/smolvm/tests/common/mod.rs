@@ -28,9 +28,7 @@ pub fn vm_with(config: VmConfig) -> SmolVm {
 
 /// Whether a process with this pid exists (and is not a zombie).
 pub fn process_alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.split_whitespace().nth(2).is_none_or(|state| state != "Z"))
-        .unwrap_or(false)
+    smolvm_sys::process::pid_alive(pid)
 }
 
 /// Polls `cond` until it holds or `limit` passes.
